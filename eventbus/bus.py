@@ -1,0 +1,259 @@
+"""The event bus: blinker signals and direct calls in, sequenced events out to every transport.
+
+Emitting builds an :class:`~eventbus.events.Event`, lets ``eventbus_event`` plugins transform
+or drop it, assigns the room's ``seq`` and keeps it in history, then hands it to each
+transport's worker queue. Nothing on that path waits for a transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from . import signals
+from .config import Config
+from .events import Event, EventBusError, EventRegistry, check_data
+from .history import MemoryHistory
+from .identity import Identity
+from .plugins import PluginManager, create_plugin_manager
+from .transport import Spawn, Transport, TransportWorker, spawn_thread
+
+if TYPE_CHECKING:
+    from .history import History
+
+log = logging.getLogger("eventbus.bus")
+
+#: Signal keyword arguments that are envelope fields rather than event data.
+ENVELOPE_KWARGS = ("room", "session_id", "user_id")
+
+
+class SignalTransport(Transport):
+    """Re-sends events that did not come from a signal (clients, HTTP, ``bus.emit``) as
+    blinker signals, so agents hear chat messages. Each receiver is called on its own, so
+    one that raises does not stop the others."""
+
+    name = "signals"
+
+    def accepts(self, event: Event) -> bool:
+        return event.origin != "signal" and bool(signals.signal(event.type).receivers)
+
+    def send(self, event: Event) -> None:
+        signal = signals.signal(event.type)
+        sender = event.source or "eventbus"
+        failures = 0
+        for receiver in list(signal.receivers_for(sender)):
+            try:
+                receiver(sender, event=event)
+            except Exception:  # noqa: BLE001 - isolate each agent's receiver
+                failures += 1
+                log.exception("signal receiver %r failed on %s %s", receiver, event.type, event.id)
+        if failures:
+            raise RuntimeError(f"{failures} signal receiver(s) failed on {event.type}")
+
+
+class EventBus:
+    """One bus per application. ``EventBus.from_env()`` reads the environment; tests build
+    one with explicit ``plugins`` and ``load_entrypoints=False``.
+
+    :param config: settings (defaults when omitted).
+    :param plugins: plugin objects registered before entry points.
+    :param load_entrypoints: load installed plugins from the ``eventbus`` entry-point group.
+    :param connect_signals: listen to the global blinker signals (agents' ``send``).
+    :param history: a history backend (memory when omitted).
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        plugins: Iterable[Any] = (),
+        load_entrypoints: bool = True,
+        connect_signals: bool = True,
+        history: History | None = None,
+    ):
+        self.config = config or Config()
+        self.registry = EventRegistry()
+        self.pm: PluginManager = create_plugin_manager(self.config, plugins, load_entrypoints)
+        self.pm.hook.eventbus_register_event_types(register=self.registry.register)
+        self.history: History = history or MemoryHistory(self.config.history_size, self.config.history_max_age)
+        self.workers: list[TransportWorker] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._spawn: Spawn = spawn_thread
+        self.counters = {"emitted": 0, "rejected": 0, "dropped_by_hook": 0}
+        self._event_hook = self.pm.hook.eventbus_event
+        self._receivers: list[tuple[Any, Callable[..., None]]] = []
+        self.pm.hook.eventbus_register_transports(register=self.add_transport, config=self.config)
+        self.add_transport(SignalTransport())
+        if connect_signals:
+            self._connect_signals()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> "EventBus":
+        """A bus configured from environment variables (and ``eventbus.toml``)."""
+        return cls(Config.from_env(environ), **kwargs)
+
+    # -- transports -----------------------------------------------------------------
+    def add_transport(self, transport: Transport) -> TransportWorker:
+        if any(w.name == transport.name for w in self.workers):
+            raise EventBusError(f"a transport named {transport.name!r} is already registered")
+        worker = TransportWorker(transport, self.config.queue_size, self.config.overflow)
+        self.workers.append(worker)
+        if self._started:
+            worker.start(self, self._spawn)
+        return worker
+
+    def transport(self, name: str) -> Transport:
+        for worker in self.workers:
+            if worker.name == name:
+                return worker.transport
+        raise KeyError(name)
+
+    def start(self, spawn: Spawn | None = None) -> None:
+        """Start every transport worker. ``spawn(target)`` runs a background task; the
+        Socket.IO plugin passes the server's ``start_background_task`` so workers run in
+        the server's async mode. Emitting before ``start`` queues (bounded)."""
+        if self._started:
+            return
+        if spawn is not None:
+            self._spawn = spawn
+        self._started = True
+        for worker in self.workers:
+            worker.start(self, self._spawn)
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Disconnect from signals and drain every transport within ``timeout`` seconds in
+        all. Returns True when nothing was abandoned."""
+        if self._closed:
+            return True
+        self._closed = True
+        self._disconnect_signals()
+        ok = True
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            ok = worker.close(max(0.0, deadline - time.monotonic())) and ok
+        return ok
+
+    def __enter__(self) -> "EventBus":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- signals --------------------------------------------------------------------
+    def _connect_signals(self) -> None:
+        for spec in self.registry:
+            signal = signals.signal(spec.name)
+
+            def receiver(sender: Any, _type: str = spec.name, **kwargs: Any) -> None:
+                self._on_signal(_type, sender, kwargs)
+
+            signal.connect(receiver, weak=False)
+            self._receivers.append((signal, receiver))
+
+    def _disconnect_signals(self) -> None:
+        for signal, receiver in self._receivers:
+            signal.disconnect(receiver)
+        self._receivers.clear()
+
+    def _on_signal(self, event_type: str, sender: Any, kwargs: dict[str, Any]) -> None:
+        if isinstance(kwargs.get("event"), Event):
+            return  # our own re-broadcast of an event that came from a client
+        envelope = {name: kwargs.pop(name) for name in ENVELOPE_KWARGS if name in kwargs}
+        try:
+            self.emit(event_type, kwargs, source=_source_name(sender), origin="signal", **envelope)
+        except EventBusError as exc:
+            # The sender is an agent: never raise into it; count and log instead.
+            log.warning("signal %s from %r refused: %s", event_type, sender, exc)
+        except Exception:  # noqa: BLE001
+            log.exception("signal %s from %r failed", event_type, sender)
+
+    # -- emitting -------------------------------------------------------------------
+    def emit(
+        self,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        room: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        source: str | None = None,
+        origin: str = "api",
+    ) -> Event | None:
+        """Build, sequence and deliver one event. Safe from any thread.
+
+        Raises :class:`~eventbus.events.InvalidEventError` (with a ``code``) for an unknown
+        type, data that is not a JSON object, data over the size limit or a bad room.
+        Returns the event, or ``None`` when an ``eventbus_event`` plugin dropped it.
+        """
+        try:
+            spec = self.registry.get(str(event_type))
+            payload = check_data(dict(data) if isinstance(data, Mapping) else data,
+                                 self.config.max_event_bytes)
+            event = Event(
+                type=spec.name,
+                data=payload,
+                room=self.registry.resolve_room(spec, room, session_id),
+                user_id=None if user_id is None else str(user_id),
+                session_id=None if session_id is None else str(session_id),
+                source=source,
+                origin=origin,
+            )
+        except EventBusError:
+            self.counters["rejected"] += 1
+            raise
+        return self.publish(event, keep=spec.history)
+
+    def publish(self, event: Event, keep: bool | None = None) -> Event | None:
+        """Deliver an already-built event (from another process, or a test)."""
+        if self._closed:
+            raise EventBusError("the bus is closed", code="closed")
+        if self._event_hook.get_hookimpls():
+            results = self._event_hook(event=event)
+            if any(result is False for result in results):
+                self.counters["dropped_by_hook"] += 1
+                return None
+        if keep is None:
+            keep = self.registry.get(event.type).history
+        with self._lock:
+            # Assigning seq and queueing under one lock keeps each room's queue in seq order.
+            self.history.append(event, keep)
+            self.counters["emitted"] += 1
+            for worker in self.workers:
+                if worker.transport.accepts(event):
+                    worker.submit(event)
+        return event
+
+    # -- auth -----------------------------------------------------------------------
+    def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None) -> Identity | None:
+        """Ask the ``eventbus_authenticate`` strategies; ``None`` when none recognises ``auth``.
+        Strategies may raise :class:`~eventbus.identity.AuthError`."""
+        return self.pm.hook.eventbus_authenticate(auth=dict(auth or {}), environ=environ or {})
+
+    def authorize(self, identity: Identity, namespace: str, room: str | None, action: str) -> bool:
+        """``eventbus_authorize``; no answer means deny."""
+        return bool(self.pm.hook.eventbus_authorize(
+            identity=identity, namespace=namespace, room=room, action=action))
+
+    # -- status ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            "counters": dict(self.counters),
+            "transports": [worker.snapshot() for worker in self.workers],
+            "history": {"epoch": self.history.epoch, "rooms": self.history.rooms()},
+            "plugins": [row["name"] for row in self.pm.describe()],
+            "plugin_failures": [f.__dict__ for f in self.pm.failures],
+        }
+
+
+def _source_name(sender: Any) -> str | None:
+    if sender is None or isinstance(sender, str):
+        return sender
+    return getattr(sender, "name", None) or getattr(sender, "__name__", None) or type(sender).__name__

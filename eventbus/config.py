@@ -1,0 +1,256 @@
+"""Settings from environment variables and an optional ``eventbus.toml``, validated once.
+
+A bad value stops start-up with :class:`ConfigError`, whose message names the variable and
+what it expects. Environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .events import DEFAULT_MAX_EVENT_BYTES, EventBusError
+
+ASYNC_MODES = ("threading", "gevent", "eventlet")
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
+FLUSH_POLICIES = ("line", "batch", "os")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(EventBusError):
+    code = "config_error"
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or number < lo or (hi is not None and number > hi):
+        limit = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name}: expected an integer {limit}, got {value!r}")
+    return number
+
+
+def _parse_float(name: str, value: Any, lo: float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or number < lo:
+        raise ConfigError(f"{name}: expected a number >= {lo}, got {value!r}")
+    return number
+
+
+def _parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def _parse_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``KEY=USER:ROLE+ROLE`` entries, comma-separated (or a TOML table list)."""
+    keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+    if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+        entries = [(str(v.get("key", "")), str(v.get("user", "")), list(v.get("roles", [])))
+                   for v in value]
+    else:
+        entries = []
+        for item in _parse_list(value):
+            key, sep, rest = item.partition("=")
+            user, _, roles = rest.partition(":")
+            if not sep:
+                raise ConfigError(
+                    f"{name}: expected KEY=USER[:ROLE+ROLE], comma-separated; got {item[:6]!r}..."
+                )
+            entries.append((key, user, [r for r in roles.split("+") if r]))
+    for key, user, roles in entries:
+        if len(key) < 16:
+            raise ConfigError(f"{name}: every API key needs at least 16 characters")
+        if not user:
+            raise ConfigError(f"{name}: every API key needs a user (KEY=USER[:ROLE+ROLE])")
+        keys[key] = (user, tuple(roles or ["publisher"]))
+    return keys
+
+
+@dataclass
+class Config:
+    """Validated settings. Build with :meth:`from_env`; tests may construct it directly."""
+
+    secret_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5050
+    websocket_enabled: bool = True
+    cors_origins: list[str] = field(default_factory=list)  # empty: same origin only
+    allow_any_origin: bool = False
+    async_mode: str = "threading"
+    redis_url: str | None = None
+    history_size: int = 1000
+    history_max_age: float = 3600.0
+    load_plugins: list[str] | None = None  # None: every installed plugin
+    disable_plugins: list[str] = field(default_factory=list)
+    auth_validator: str | None = None
+    api_keys: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    log_sink_path: str | None = None
+    log_sink_max_bytes: int = 10 * 1024 * 1024
+    log_sink_backups: int = 5
+    log_sink_flush: str = "batch"
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    data_dir: str = ".eventbus"
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    queue_size: int = 10000
+    overflow: str = "drop_oldest"
+    chat_max_length: int = 4000
+    client_rate: float = 20.0  # client events per second per connection
+    client_burst: int = 40
+    typing_interval: float = 1.0  # at most one typing_indicator per user and room per interval
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table of ``eventbus.toml`` (empty when absent)."""
+        return dict(self.plugins.get(name, {}))
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def ensure_secret_key(self) -> str:
+        """``EVENTBUS_SECRET_KEY`` if set, else the key kept in the data dir (created with
+        mode 0600 on first use), so the server and ``eventbus token create`` agree."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_path / "secret_key"
+        try:
+            self.secret_key = path.read_text().strip() or None
+        except FileNotFoundError:
+            pass
+        if not self.secret_key:
+            self.data_path.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key + "\n")
+            self.secret_key = key
+        return self.secret_key
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 toml_path: str | os.PathLike[str] | None = None) -> "Config":
+        """Read settings; ``EVENTBUS_CONFIG`` names the TOML file (default ``./eventbus.toml``
+        when present)."""
+        env = dict(os.environ if environ is None else environ)
+        file_values: dict[str, Any] = {}
+        plugins: dict[str, dict[str, Any]] = {}
+        path = toml_path or env.get("EVENTBUS_CONFIG") or "eventbus.toml"
+        if Path(path).is_file():
+            try:
+                with open(path, "rb") as fh:
+                    doc = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+            plugins = doc.pop("plugins", {}) or {}
+            for key, value in doc.items():
+                file_values[key.upper()] = value
+        elif toml_path or env.get("EVENTBUS_CONFIG"):
+            raise ConfigError(f"EVENTBUS_CONFIG: file not found: {path}")
+
+        def lookup(*names: str) -> Any:
+            for name in names:
+                if name in env and env[name] != "":
+                    return env[name]
+            for name in names:
+                short = name.removeprefix("EVENTBUS_").removeprefix("WEBSOCKET_")
+                for candidate in (name, short):
+                    if candidate in file_values:
+                        return file_values[candidate]
+            return None
+
+        cfg = cls(env=env, plugins=plugins)
+
+        def setv(attr: str, names: tuple[str, ...], parse: Callable[[str, Any], Any]) -> None:
+            raw = lookup(*names)
+            if raw is not None:
+                setattr(cfg, attr, parse(names[0], raw))
+
+        ident = lambda n, v: str(v)  # noqa: E731
+        setv("secret_key", ("EVENTBUS_SECRET_KEY",), ident)
+        setv("host", ("EVENTBUS_HOST",), ident)
+        setv("port", ("EVENTBUS_PORT",), lambda n, v: _parse_int(n, v, 0, 65535))
+        setv("websocket_enabled", ("WEBSOCKET_ENABLED",),
+             lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
+        setv("allow_any_origin", ("EVENTBUS_ALLOW_ANY_ORIGIN",),
+             lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
+        setv("cors_origins", ("WEBSOCKET_CORS_ORIGINS",), lambda n, v: _parse_list(v))
+        setv("async_mode", ("WEBSOCKET_ASYNC_MODE", "EVENTBUS_ASYNC_MODE"),
+             lambda n, v: _parse_choice(n, v, ASYNC_MODES))
+        setv("redis_url", ("EVENTBUS_REDIS_URL",), ident)
+        setv("history_size", ("EVENTBUS_HISTORY_SIZE",), lambda n, v: _parse_int(n, v, 1))
+        setv("history_max_age", ("EVENTBUS_HISTORY_MAX_AGE",), lambda n, v: _parse_float(n, v, 1))
+        setv("disable_plugins", ("EVENTBUS_DISABLE_PLUGINS",), lambda n, v: _parse_list(v))
+        setv("auth_validator", ("EVENTBUS_AUTH_VALIDATOR",), ident)
+        setv("api_keys", ("EVENTBUS_API_KEYS",), _parse_api_keys)
+        setv("log_sink_path", ("EVENTBUS_LOG_SINK_PATH",), ident)
+        setv("log_sink_max_bytes", ("EVENTBUS_LOG_SINK_MAX_BYTES",), lambda n, v: _parse_int(n, v, 1024))
+        setv("log_sink_backups", ("EVENTBUS_LOG_SINK_BACKUPS",), lambda n, v: _parse_int(n, v, 0, 1000))
+        setv("log_sink_flush", ("EVENTBUS_LOG_SINK_FLUSH",),
+             lambda n, v: _parse_choice(n, v, FLUSH_POLICIES))
+        setv("data_dir", ("EVENTBUS_DATA_DIR",), ident)
+        setv("max_event_bytes", ("EVENTBUS_MAX_EVENT_BYTES",), lambda n, v: _parse_int(n, v, 256))
+        setv("queue_size", ("EVENTBUS_QUEUE_SIZE",), lambda n, v: _parse_int(n, v, 1))
+        setv("overflow", ("EVENTBUS_QUEUE_OVERFLOW",), lambda n, v: _parse_choice(n, v, OVERFLOW_POLICIES))
+        setv("chat_max_length", ("EVENTBUS_CHAT_MAX_LENGTH",), lambda n, v: _parse_int(n, v, 1))
+        setv("client_rate", ("EVENTBUS_CLIENT_RATE",), lambda n, v: _parse_float(n, v, 0.1))
+        setv("client_burst", ("EVENTBUS_CLIENT_BURST",), lambda n, v: _parse_int(n, v, 1))
+        setv("typing_interval", ("EVENTBUS_TYPING_INTERVAL",), lambda n, v: _parse_float(n, v, 0))
+
+        raw_load = env.get("EVENTBUS_LOAD_PLUGINS")
+        if raw_load is None and "LOAD_PLUGINS" in file_values:
+            raw_load = file_values["LOAD_PLUGINS"]
+        if raw_load is not None:
+            cfg.load_plugins = _parse_list(raw_load)
+
+        hooks = lookup("EVENTBUS_WEBHOOKS")
+        if hooks is not None:
+            if isinstance(hooks, str):
+                try:
+                    hooks = json.loads(hooks)
+                except ValueError as exc:
+                    raise ConfigError(f"EVENTBUS_WEBHOOKS: expected a JSON list of endpoints: {exc}") from None
+            if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
+                raise ConfigError("EVENTBUS_WEBHOOKS: expected a list of endpoint objects")
+            cfg.webhooks = hooks
+
+        if "*" in cfg.cors_origins and not cfg.allow_any_origin:
+            raise ConfigError(
+                "WEBSOCKET_CORS_ORIGINS: '*' lets any web site connect with your users' tokens; "
+                "set EVENTBUS_ALLOW_ANY_ORIGIN=true to allow it explicitly"
+            )
+        for origin in cfg.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"WEBSOCKET_CORS_ORIGINS: expected origins like https://app.example.com, got {origin!r}"
+                )
+        return cfg

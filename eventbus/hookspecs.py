@@ -1,0 +1,101 @@
+"""Every hook eventbus calls, with its contract in the docstring.
+
+Plugins implement them with :data:`hookimpl`; all arguments are passed by keyword.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .config import Config
+    from .events import Event, EventTypeSpec
+    from .identity import Identity
+    from .transport import Transport
+
+PROJECT = "eventbus"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def eventbus_configure(config: Config) -> None:
+    """Called once with the validated settings, also for plugins registered later.
+
+    :param config: the bus's :class:`~eventbus.config.Config`; read plugin settings with
+        ``config.plugin_settings("name")`` or ``config.env``. Raise
+        :class:`~eventbus.config.ConfigError` to stop start-up with a clear message.
+    """
+
+
+@hookspec
+def eventbus_register_event_types(register: Callable[..., EventTypeSpec]) -> None:
+    """Add event types to the registry.
+
+    :param register: ``register(EventTypeSpec(...))`` or
+        ``register("deploy_finished", category="ops", namespace="/monitoring", room="monitoring")``.
+    """
+
+
+@hookspec
+def eventbus_register_transports(register: Callable[[Transport], None], config: Config) -> None:
+    """Add delivery transports; each gets its own worker and bounded queue.
+
+    :param register: call ``register(transport)`` with a
+        :class:`~eventbus.transport.Transport` instance.
+    :param config: the bus settings.
+    """
+
+
+@hookspec(firstresult=True)
+def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
+    """Turn credentials into an identity. The first non-``None`` answer wins.
+
+    :param auth: the client's credentials: the Socket.IO ``auth`` payload, or
+        ``{"token": ...}`` from an ``Authorization: Bearer`` header.
+    :param environ: the WSGI environ of the request (headers, remote address).
+    :return: an :class:`~eventbus.identity.Identity`, or ``None`` when this strategy does
+        not recognise the credentials. Raise :class:`~eventbus.identity.AuthError` to refuse
+        outright (``token_expired``, ``unauthorized``).
+    """
+
+
+@hookspec(firstresult=True)
+def eventbus_authorize(identity: Identity, namespace: str, room: str | None, action: str) -> bool | None:
+    """Decide whether ``identity`` may do ``action``. The first non-``None`` answer wins;
+    no answer at all means deny.
+
+    :param identity: who is asking.
+    :param namespace: the Socket.IO namespace (``/chat``, ``/monitoring``, ``/admin``), or
+        ``"http"`` for the HTTP API.
+    :param room: the room concerned, or ``None``.
+    :param action: ``connect``, ``join``, ``publish`` (client or HTTP events),
+        ``history`` (reading past events) or ``admin``.
+    :return: ``True`` to allow, ``False`` to deny, ``None`` to let the next plugin decide.
+    """
+
+
+@hookspec
+def eventbus_event(event: Event) -> bool | None:
+    """See every event before delivery; change ``event`` in place to transform or redact it.
+
+    Called in the emitter's thread, after the envelope is built and before ``seq`` is
+    assigned. Keep it fast.
+
+    :param event: the :class:`~eventbus.events.Event` about to be delivered.
+    :return: ``False`` to drop the event (counted as ``dropped_by_hook``); anything else
+        keeps it. Wrappers (``@hookimpl(wrapper=True)``) get the list of results from
+        ``yield`` and may return ``[False]`` to drop.
+    """
+
+
+@hookspec
+def eventbus_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``eventbus`` command line.
+
+    :param cli: the root :class:`click.Group`; call ``cli.add_command(command)``.
+    """

@@ -1,0 +1,1 @@
+"""eventbus_webhook plugin."""
