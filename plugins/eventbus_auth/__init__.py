@@ -1,1 +1,48 @@
-"""eventbus_auth plugin."""
+"""eventbus_auth: JWT, API-key and validator-adapter authentication, the default
+authorization rules, and the ``eventbus token`` command."""
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from eventbus.hookspecs import hookimpl
+
+from .cli import token_group
+from .strategies import AuthPlugin, create_token, default_authorize, load_validator
+
+if TYPE_CHECKING:
+    import click
+
+    from eventbus.config import Config
+    from eventbus.identity import Identity
+
+#: The strategies of the entry-point plugin, configured by the last bus that loads it.
+strategies = AuthPlugin()
+
+
+@hookimpl
+def eventbus_configure(config: "Config") -> None:
+    strategies.eventbus_configure(config=config)
+
+
+@hookimpl
+def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> "Identity | None":
+    return strategies.eventbus_authenticate(auth=auth, environ=environ)
+
+
+@hookimpl(trylast=True)
+def eventbus_authorize(identity: "Identity", namespace: str, room: "str | None", action: str) -> bool:
+    return default_authorize(identity, namespace, room, action)
+
+
+@hookimpl
+def eventbus_register_commands(cli: "click.Group") -> None:
+    cli.add_command(token_group)
+
+
+__all__ = [
+    "AuthPlugin",
+    "create_token",
+    "default_authorize",
+    "load_validator",
+    "strategies",
+    "token_group",
+]

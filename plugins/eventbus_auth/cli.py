@@ -1,0 +1,34 @@
+"""``eventbus token create``: mint a token signed with the bus's secret key."""
+
+from __future__ import annotations
+
+import click
+
+from eventbus.config import Config, ConfigError
+
+from .strategies import DEFAULT_TTL, create_token
+
+
+@click.group("token")
+def token_group() -> None:
+    """Create access tokens for clients and scripts."""
+
+
+@token_group.command("create")
+@click.option("--user", required=True, help="The user id (the token's 'sub').")
+@click.option("--role", "roles", multiple=True, help="A role to grant; repeat for several.")
+@click.option("--ttl", type=click.IntRange(min=1), default=DEFAULT_TTL, show_default=True,
+              help="Lifetime in seconds.")
+def create_command(user: str, roles: tuple[str, ...], ttl: int) -> None:
+    """Print a signed token (and nothing else) on stdout.
+
+    The key is EVENTBUS_SECRET_KEY, or the one kept in EVENTBUS_DATA_DIR (created on first
+    use, mode 0600), which is the key the server checks tokens with.
+    """
+    state = click.get_current_context().obj
+    config = state.config if state is not None else Config.from_env()
+    try:
+        secret = config.ensure_secret_key()
+    except (OSError, ConfigError) as exc:
+        raise click.ClickException(f"cannot read or create the secret key: {exc}") from None
+    click.echo(create_token(secret, user, roles, ttl))

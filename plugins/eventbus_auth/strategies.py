@@ -1,0 +1,202 @@
+"""Authentication strategies (validator adapter, JWT, API keys) and the default authorization rules.
+
+Order: the operator's validator sees a token first, because an existing auth system's
+tokens are often JWTs signed with keys we do not hold, and our JWT check would refuse them
+as forged. Our JWT check comes next and refuses a JWT-shaped token outright (so an expired
+token is reported as ``token_expired``). API keys come last; ``auth["api_key"]`` goes
+straight to them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import importlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from eventbus.config import ConfigError
+from eventbus.events import ADMIN_NAMESPACE
+from eventbus.hookspecs import hookimpl
+from eventbus.identity import AuthError, Identity
+
+if TYPE_CHECKING:
+    from eventbus.config import Config
+
+log = logging.getLogger("eventbus.auth")
+
+ALGORITHM = "HS256"
+LEEWAY_SECONDS = 10
+DEFAULT_TTL = 24 * 3600
+
+Validator = Callable[[str], Any]
+
+
+def _jwt() -> Any:
+    try:
+        import jwt
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise ConfigError("JWT tokens need PyJWT: pip install 'eventbus[auth]'") from None
+    return jwt
+
+
+def create_token(secret: str, user: str, roles: Iterable[str] = (), ttl: float = DEFAULT_TTL) -> str:
+    """A signed HS256 token for ``user`` with ``roles``, valid for ``ttl`` seconds."""
+    now = int(time.time())
+    claims = {"sub": str(user), "roles": list(roles), "iat": now, "exp": now + int(ttl)}
+    return _jwt().encode(claims, secret, algorithm=ALGORITHM)
+
+
+def load_validator(spec: str) -> Validator:
+    """Import ``package.module:callable``; any problem is a :class:`ConfigError`."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"EVENTBUS_AUTH_VALIDATOR: expected 'package.module:callable', got {spec!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
+        raise ConfigError(
+            f"EVENTBUS_AUTH_VALIDATOR: cannot load {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not callable(target):
+        raise ConfigError(f"EVENTBUS_AUTH_VALIDATOR: {spec!r} is not callable")
+    return target
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three dot-separated base64url parts whose first decodes to a JSON header with ``alg``."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+def _roles(value: Any, source: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset([value])
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(r, str) for r in value):
+        return frozenset(value)
+    raise AuthError(f"{source}: 'roles' must be a list of strings", code="unauthorized")
+
+
+def _token_of(auth: Mapping[str, Any]) -> str | None:
+    token = auth.get("token")
+    if not isinstance(token, str) or not token:
+        return None
+    return token.removeprefix("Bearer ").strip() or None
+
+
+class AuthPlugin:
+    """The three strategies and the default rules, bound to one bus's settings.
+
+    The ``eventbus_auth`` module registers one shared instance; register your own
+    ``AuthPlugin()`` when several buses with different settings live in one process.
+    """
+
+    def __init__(self) -> None:
+        self.config: Config | None = None
+        self.validator: Validator | None = None
+
+    @hookimpl
+    def eventbus_configure(self, config: Config) -> None:
+        self.config = config
+        self.validator = load_validator(config.auth_validator) if config.auth_validator else None
+
+    @hookimpl
+    def eventbus_authenticate(self, auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
+        if self.config is None:
+            return None
+        api_key = auth.get("api_key")
+        if api_key is not None:
+            identity = self.check_api_key(api_key)
+            if identity is None:
+                raise AuthError("unknown API key", code="unauthorized")
+            return identity
+        token = _token_of(auth)
+        if token is None:
+            return None
+        if self.validator is not None:
+            identity = self.check_validator(token)
+            if identity is not None:
+                return identity
+        if looks_like_jwt(token):
+            return self.check_jwt(token)
+        return self.check_api_key(token)
+
+    def check_validator(self, token: str) -> Identity | None:
+        try:
+            claims = self.validator(token)  # type: ignore[misc]
+        except AuthError:
+            raise
+        except Exception:  # noqa: BLE001 - the operator's code must not leak a traceback
+            log.exception("auth validator %s failed", self.config.auth_validator if self.config else "?")
+            raise AuthError("the authentication service failed", code="unauthorized") from None
+        if claims is None or claims is False:
+            return None
+        if isinstance(claims, Identity):
+            return claims
+        if not isinstance(claims, Mapping):
+            log.error("auth validator returned %s; expected a claims dict or None",
+                      type(claims).__name__)
+            raise AuthError("the authentication service failed", code="unauthorized")
+        user = claims.get("sub", claims.get("user_id"))
+        if user is None or user == "":
+            raise AuthError("validator claims have neither 'sub' nor 'user_id'", code="unauthorized")
+        return Identity(str(user), _roles(claims.get("roles"), "validator"), dict(claims), "validator")
+
+    def check_jwt(self, token: str) -> Identity:
+        jwt = _jwt()
+        secret = self.config.ensure_secret_key()  # type: ignore[union-attr]
+        try:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_SECONDS,
+                                options={"require": ["exp", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired", code="token_expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"token has no {exc.claim!r} claim", code="unauthorized") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}", code="unauthorized") from None
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise AuthError("token 'sub' must be a non-empty string", code="unauthorized")
+        return Identity(claims["sub"], _roles(claims.get("roles"), "token"), claims, "jwt")
+
+    def check_api_key(self, key: Any) -> Identity | None:
+        if not isinstance(key, str) or self.config is None:
+            return None
+        candidate = key.encode("utf-8")
+        found: tuple[str, tuple[str, ...]] | None = None
+        # Compare against every key without stopping early, so timing says nothing.
+        for known, owner in self.config.api_keys.items():
+            if hmac.compare_digest(candidate, known.encode("utf-8")):
+                found = owner
+        if found is None:
+            return None
+        user, roles = found
+        return Identity(user, frozenset(roles), {"sub": user, "roles": list(roles)}, "api_key")
+
+    @hookimpl(trylast=True)
+    def eventbus_authorize(self, identity: Identity, namespace: str, room: str | None,
+                           action: str) -> bool:
+        return default_authorize(identity, namespace, room, action)
+
+
+def default_authorize(identity: Identity | None, namespace: str, room: str | None, action: str) -> bool:
+    """``/admin`` and ``admin`` need role ``admin``; HTTP ``publish`` needs ``publisher`` or
+    ``admin``; anything else is open to any authenticated identity."""
+    if identity is None:
+        return False
+    if namespace == ADMIN_NAMESPACE or action == "admin":
+        return identity.has_role("admin")
+    if action == "publish" and namespace == "http":
+        return identity.has_role("publisher", "admin")
+    return True

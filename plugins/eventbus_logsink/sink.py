@@ -1,0 +1,172 @@
+"""The log sink: every event as one JSON envelope per line, with size-based rotation.
+
+A write error (disk full, permission denied, missing directory) marks the sink degraded
+and is counted; the next batch re-opens the file, so the sink recovers on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+
+from eventbus.hookspecs import hookimpl
+from eventbus.transport import Transport
+
+if TYPE_CHECKING:
+    from eventbus.bus import EventBus
+    from eventbus.config import Config
+    from eventbus.events import Event
+
+log = logging.getLogger("eventbus.logsink")
+
+
+class LogSinkTransport(Transport):
+    """Appends ``event.to_json()`` lines to ``path``.
+
+    :param max_bytes: rotate before a line would take the file past this size.
+    :param backups: how many rotated files to keep (``path.1`` is the newest); 0 keeps none.
+    :param flush: ``line`` flushes after every event, ``batch`` once per worker batch,
+        ``os`` leaves it to the operating system's buffering.
+    """
+
+    name = "logsink"
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 10 * 1024 * 1024,
+                 backups: int = 5, flush: str = "batch"):
+        if flush not in ("line", "batch", "os"):
+            raise ValueError(f"flush must be line, batch or os, got {flush!r}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.flush = flush
+        self.bytes_written = 0
+        self.write_errors = 0  # events that could not be written
+        self.rotations = 0
+        self.error: str | None = None  # set while degraded
+        self.last_error: str | None = None
+        self._fh: BinaryIO | None = None
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "LogSinkTransport":
+        """The sink the settings describe; ``batch`` flushing gets :class:`BatchLogSinkTransport`."""
+        kind = BatchLogSinkTransport if config.log_sink_flush == "batch" else LogSinkTransport
+        return kind(config.log_sink_path or "", config.log_sink_max_bytes,
+                    config.log_sink_backups, config.log_sink_flush)
+
+    def start(self, bus: EventBus) -> None:
+        # Open early so a bad path shows as degraded at start-up, not at the first event.
+        with self._lock:
+            self._guard(0, self._ensure_open, reraise=False)
+
+    def send(self, event: Event) -> None:
+        with self._lock:
+            self._guard(1, lambda: self._write([event]), reraise=True)
+
+    def _guard(self, count: int, action: Callable[[], None], reraise: bool) -> None:
+        try:
+            action()
+        except OSError as exc:
+            self.write_errors += count
+            self.last_error = self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("log sink %s: %d event(s) not written (%d so far): %s",
+                        self.path, count, self.write_errors, self.error)
+            self._discard()
+            if reraise:
+                raise  # so the worker counts the events as failed
+            return
+        if self.error is not None:
+            log.info("log sink %s: writing again after %d lost event(s)", self.path, self.write_errors)
+            self.error = None
+
+    def _ensure_open(self) -> BinaryIO:
+        if self._fh is None:
+            self._fh = open(self.path, "ab")
+            self._size = self._fh.tell()
+        return self._fh
+
+    def _write(self, events: list[Event]) -> None:
+        pending = 0
+        for event in events:
+            line = (event.to_json() + "\n").encode("utf-8")
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            fh = self._ensure_open()
+            fh.write(line)
+            self._size += len(line)
+            pending += len(line)
+            if self.flush == "line":
+                fh.flush()
+                self.bytes_written += pending
+                pending = 0
+        if self.flush == "batch" and self._fh is not None:
+            self._fh.flush()
+        self.bytes_written += pending
+
+    def _rotate(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            fh.close()
+        if self.backups <= 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for index in range(self.backups - 1, 0, -1):
+                older = self._backup(index)
+                if older.exists():
+                    os.replace(older, self._backup(index + 1))
+            os.replace(self.path, self._backup(1))
+        self._size = 0
+        self.rotations += 1
+
+    def _backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def _discard(self) -> None:
+        """Drop the handle after an error; the next batch opens the file afresh."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass  # the buffered lines were already counted as lost
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "degraded" if self.error else "ok",
+            "error": self.error,
+            "last_error": self.last_error,
+            "path": str(self.path),
+            "bytes_written": self.bytes_written,
+            "write_errors": self.write_errors,
+            "rotations": self.rotations,
+            "flush": self.flush,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._guard(0, self._close_file, reraise=False)
+
+    def _close_file(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()
+
+
+class BatchLogSinkTransport(LogSinkTransport):
+    """Writes a whole worker batch and flushes once; a failed batch counts every event in it."""
+
+    def send_batch(self, events: list[Event]) -> None:
+        with self._lock:
+            self._guard(len(events), lambda: self._write(events), reraise=True)
+
+
+@hookimpl
+def eventbus_register_transports(register: Callable[[Transport], None], config: Config) -> None:
+    """Add the sink when ``EVENTBUS_LOG_SINK_PATH`` is set."""
+    if config.log_sink_path:
+        register(LogSinkTransport.from_config(config))
