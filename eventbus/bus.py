@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from . import signals
@@ -84,6 +85,7 @@ class EventBus:
         self._closed = False
         self._spawn: Spawn = spawn_thread
         self.counters = {"emitted": 0, "rejected": 0, "dropped_by_hook": 0}
+        self.type_counts: Counter[str] = Counter()
         self._event_hook = self.pm.hook.eventbus_event
         self._receivers: list[tuple[Any, Callable[..., None]]] = []
         self.pm.hook.eventbus_register_transports(register=self.add_transport, config=self.config)
@@ -226,6 +228,7 @@ class EventBus:
             # Assigning seq and queueing under one lock keeps each room's queue in seq order.
             self.history.append(event, keep)
             self.counters["emitted"] += 1
+            self.type_counts[event.type] += 1
             for worker in self.workers:
                 if worker.transport.accepts(event):
                     worker.submit(event)
@@ -246,6 +249,7 @@ class EventBus:
     def status(self) -> dict[str, Any]:
         return {
             "counters": dict(self.counters),
+            "events_by_type": dict(self.type_counts),
             "transports": [worker.snapshot() for worker in self.workers],
             "history": {"epoch": self.history.epoch, "rooms": self.history.rooms()},
             "plugins": [row["name"] for row in self.pm.describe()],

@@ -32,6 +32,13 @@ def spawn_thread(target: Callable[[], None]) -> threading.Thread:
     return thread
 
 
+class _Call:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+
+
 class Transport:
     """Base class of a delivery mechanism. Subclass it and register an instance through
     ``eventbus_register_transports``.
@@ -123,7 +130,7 @@ class TransportWorker:
                 return False
             self.stats.submitted += 1
             if len(self._queue) >= self.queue_size:
-                if self.overflow == "drop_newest":
+                if self.overflow == "drop_newest" or type(self._queue[0]) is _Call:
                     self._drop(event, "queue full")
                     return False
                 self._drop(self._queue.popleft(), "queue full")
@@ -149,14 +156,27 @@ class TransportWorker:
         self.transport.start(bus)
         spawn(self._run)
 
-    def _take(self) -> list[Event]:
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the worker, after every event queued before it has been handed to
+        the transport and before any queued after it. Used to join a client to a room at
+        an exact point of the stream (no gap, no duplicate). Never dropped by overflow."""
+        with self._cond:
+            self._queue.append(_Call(fn))
+            self._cond.notify()
+
+    def _take(self) -> list[Any]:
         with self._cond:
             while not self._queue and not self._closing:
                 # The timeout is a safety net for wake-ups from native threads in green modes.
                 self._cond.wait(0.5)
-            batch = []
-            while self._queue and len(batch) < self.transport.batch_size:
-                batch.append(self._queue.popleft())
+            batch: list[Any] = []
+            queue = self._queue
+            while queue and len(batch) < self.transport.batch_size:
+                if type(queue[0]) is _Call:
+                    if not batch:
+                        batch.append(queue.popleft())
+                    break
+                batch.append(queue.popleft())
             return batch
 
     def _run(self) -> None:
@@ -165,6 +185,12 @@ class TransportWorker:
                 batch = self._take()
                 if not batch:
                     return  # closing and drained
+                if type(batch[0]) is _Call:
+                    try:
+                        batch[0].fn()
+                    except Exception:  # noqa: BLE001
+                        log.exception("transport %s: queued call failed", self.name)
+                    continue
                 self._deliver(batch)
         finally:
             self._stopped.set()
@@ -208,7 +234,7 @@ class TransportWorker:
         drained = self._stopped.wait(timeout) if self._started else not self._queue
         if not drained:
             with self._cond:
-                left = len(self._queue)
+                left = sum(1 for item in self._queue if type(item) is not _Call)
                 self._queue.clear()
             self.stats.dropped += left
             log.warning("transport %s: %d event(s) still queued after %.1fs at close; dropped",

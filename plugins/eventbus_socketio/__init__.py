@@ -1,1 +1,47 @@
-"""eventbus_socketio plugin."""
+"""Socket.IO transport and server: namespaces, rooms, auth, chat, presence and the HTTP API.
+
+Importing the plugin is cheap; Flask and Flask-SocketIO are imported when a server is built,
+so an agent-only process needs neither.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from eventbus.hookspecs import hookimpl
+
+from .transport import SocketIOTransport
+
+if TYPE_CHECKING:
+    import click
+
+    from eventbus.config import Config
+
+    from .app import create_app
+    from .manager import SocketManager
+
+__all__ = ["SocketIOTransport", "SocketManager", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SocketManager", "create_app"):
+        try:
+            from . import app, manager
+        except ImportError as exc:
+            raise ImportError(
+                f"{name} needs Flask-SocketIO: pip install 'eventbus[socketio]' ({exc})") from exc
+        return getattr(manager if name == "SocketManager" else app, name)
+    raise AttributeError(name)
+
+
+@hookimpl
+def eventbus_register_transports(register: Callable[[Any], None], config: Config) -> None:
+    register(SocketIOTransport())
+
+
+@hookimpl
+def eventbus_register_commands(cli: click.Group) -> None:
+    from .commands import emit_command, serve_command, tail_command
+
+    for command in (serve_command, emit_command, tail_command):
+        cli.add_command(command)

@@ -1,0 +1,200 @@
+"""The Socket.IO namespaces ``/chat``, ``/monitoring`` and ``/admin`` as namespace classes.
+
+Every client event answers with an ack ``{"ok": true, ...}`` or
+``{"ok": false, "error": {"code", "message"}}``; a bad message never drops the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from flask import request
+from flask_socketio import ConnectionRefusedError, Namespace
+
+from eventbus.events import (
+    ADMIN_NAMESPACE,
+    ADMIN_ROOM,
+    CHAT_NAMESPACE,
+    MONITORING_NAMESPACE,
+    MONITORING_ROOM,
+    EventBusError,
+    InvalidEventError,
+    session_room,
+    validate_room,
+)
+from eventbus.identity import AuthError
+
+if TYPE_CHECKING:
+    from .manager import Connection, SocketManager
+
+log = logging.getLogger("eventbus.socketio")
+
+
+class ClientError(EventBusError):
+    """A refusal sent back in an ack."""
+
+
+def error_ack(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def _require_dict(data: Any, event: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ClientError(f"{event} expects a JSON object", code="invalid_payload")
+    return data
+
+
+def _opt_seq(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ClientError(f"{field} must be a non-negative integer", code="invalid_payload")
+    return value
+
+
+class EventBusNamespace(Namespace):
+    """Shared connect, rooms and resume logic. ``default_room`` is joined on connect."""
+
+    default_room: str | None = None
+    #: client events this namespace answers; anything else gets ``unknown_event``.
+    client_events = ("join_room", "leave_room", "resume")
+
+    def __init__(self, namespace: str, manager: SocketManager):
+        super().__init__(namespace)
+        self.manager = manager
+
+    # -- dispatch -------------------------------------------------------------------
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return super().trigger_event(event, *args)
+        sid = args[0] if args else None
+        manager = self.manager
+        conn = manager.connections.get(sid)
+        if conn is None:
+            return error_ack("unauthorized", "not connected")
+        if event not in self.client_events:
+            manager.refuse(conn, event, "unknown_event")
+            return error_ack("unknown_event", f"{self.namespace} does not handle {event!r}")
+        if not conn.bucket.take():
+            manager.refuse(conn, event, "rate_limited")
+            return error_ack("rate_limited", "too many events; slow down")
+        if len(args) != 2:
+            manager.refuse(conn, event, "invalid_payload")
+            return error_ack("invalid_payload", f"{event} takes exactly one argument")
+        try:
+            return super().trigger_event(event, *args)
+        except (ClientError, InvalidEventError, AuthError) as exc:
+            manager.refuse(conn, event, exc.code)
+            return error_ack(exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - a handler bug must not reach the client
+            manager.counters["handler_errors"] += 1
+            log.exception("handler error sid=%s user=%s namespace=%s event=%s",
+                          sid, conn.identity.user_id, self.namespace, event)
+            self.socketio.server.emit(
+                "error", {"code": "internal_error", "message": f"{event} failed on the server"},
+                to=sid, namespace=self.namespace)
+            return error_ack("internal_error", f"{event} failed on the server")
+
+    # -- lifecycle ------------------------------------------------------------------
+    def on_connect(self, auth: Any = None) -> None:
+        manager = self.manager
+        environ = request.environ
+        auth = auth if isinstance(auth, dict) else {}
+        try:
+            identity = manager.authenticate(auth, environ)
+            if not manager.bus.authorize(identity, self.namespace, None, "connect"):
+                raise AuthError(f"{identity.user_id} may not connect to {self.namespace}", code="forbidden")
+        except AuthError as exc:
+            manager.auth_failed(self.namespace, exc, environ)
+            raise ConnectionRefusedError(str(exc), exc.to_dict()) from None
+        conn = manager.connected(request.sid, self.namespace, identity, environ)
+        if self.default_room:
+            manager.join(conn, self.default_room)
+        resume = auth.get("resume")
+        if isinstance(resume, dict):
+            try:
+                manager.resume(conn, resume)
+            except (ClientError, InvalidEventError) as exc:
+                log.info("resume in connect refused sid=%s: %s", request.sid, exc)
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        self.manager.disconnected(request.sid, reason)
+
+    # -- rooms ----------------------------------------------------------------------
+    def on_join_room(self, data: Any) -> dict[str, Any]:
+        data = _require_dict(data, "join_room")
+        room = validate_room(data.get("room"))
+        conn = self.manager.connections[request.sid]
+        return self.manager.join(conn, room, after=_opt_seq(data.get("after"), "after"),
+                                 epoch=data.get("epoch"))
+
+    def on_leave_room(self, data: Any) -> dict[str, Any]:
+        data = _require_dict(data, "leave_room")
+        room = validate_room(data.get("room"))
+        return self.manager.leave(self.manager.connections[request.sid], room)
+
+    def on_resume(self, data: Any) -> dict[str, Any]:
+        return self.manager.resume(self.manager.connections[request.sid], _require_dict(data, "resume"))
+
+
+class ChatNamespace(EventBusNamespace):
+    client_events = EventBusNamespace.client_events + ("chat_message", "typing_indicator")
+
+    def _session(self, data: dict[str, Any]) -> tuple[str, str]:
+        session_id = data.get("session_id")
+        if not isinstance(session_id, str) or not session_id:
+            raise ClientError("session_id must be a non-empty string", code="invalid_payload")
+        return session_id, validate_room(session_room(session_id))
+
+    def on_chat_message(self, data: Any) -> dict[str, Any]:
+        data = _require_dict(data, "chat_message")
+        session_id, room = self._session(data)
+        message = data.get("message")
+        limit = self.manager.config.chat_max_length
+        if not isinstance(message, str) or not message.strip():
+            raise ClientError("message must be a non-empty string", code="invalid_payload")
+        if len(message) > limit:
+            raise ClientError(f"message is {len(message)} characters; the limit is {limit}",
+                              code="payload_too_large")
+        conn = self.manager.connections[request.sid]
+        self.manager.require(conn, room, "publish")
+        extra = data.get("metadata")
+        payload: dict[str, Any] = {"message": message}
+        if extra is not None:
+            payload["metadata"] = _require_dict(extra, "metadata")
+        event = self.manager.bus.emit("chat_message", payload, session_id=session_id,
+                                      user_id=conn.identity.user_id, source="client", origin="client")
+        if event is None:
+            return {"ok": True, "dropped": True}
+        return {"ok": True, "id": event.id, "seq": event.seq, "room": room}
+
+    def on_typing_indicator(self, data: Any) -> dict[str, Any]:
+        data = _require_dict(data, "typing_indicator")
+        session_id, room = self._session(data)
+        typing = data.get("typing", True)
+        if not isinstance(typing, bool):
+            raise ClientError("typing must be true or false", code="invalid_payload")
+        conn = self.manager.connections[request.sid]
+        self.manager.require(conn, room, "publish")
+        if not self.manager.typing_allowed(conn.identity.user_id, room, typing):
+            return {"ok": True, "throttled": True}
+        self.manager.bus.emit("typing_indicator", {"typing": typing, "user": conn.identity.user_id},
+                              session_id=session_id, user_id=conn.identity.user_id,
+                              source="client", origin="client")
+        return {"ok": True}
+
+
+class MonitoringNamespace(EventBusNamespace):
+    default_room = MONITORING_ROOM
+
+
+class AdminNamespace(EventBusNamespace):
+    default_room = ADMIN_ROOM
+
+
+NAMESPACE_CLASSES = {
+    CHAT_NAMESPACE: ChatNamespace,
+    MONITORING_NAMESPACE: MonitoringNamespace,
+    ADMIN_NAMESPACE: AdminNamespace,
+}
