@@ -15,17 +15,17 @@ if TYPE_CHECKING:
     from eventbus.identity import Identity
 
 #: The strategies of the entry-point plugin, configured by the last bus that loads it.
-strategies = AuthPlugin()
+module_plugin = AuthPlugin()
 
 
 @hookimpl
 def eventbus_configure(config: "Config") -> None:
-    strategies.eventbus_configure(config=config)
+    module_plugin.eventbus_configure(config=config)
 
 
 @hookimpl
 def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> "Identity | None":
-    return strategies.eventbus_authenticate(auth=auth, environ=environ)
+    return module_plugin.eventbus_authenticate(auth=auth, environ=environ)
 
 
 @hookimpl(trylast=True)
@@ -43,6 +43,6 @@ __all__ = [
     "create_token",
     "default_authorize",
     "load_validator",
-    "strategies",
+    "module_plugin",
     "token_group",
 ]

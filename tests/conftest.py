@@ -1,0 +1,41 @@
+"""Fixtures shared by every test directory: an isolated environment and buses that close."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from eventbus import EventBus
+from eventbus.testing import RecordingTransport, bus, make_bus, recorder  # noqa: F401 - fixtures
+
+ENV_PREFIXES = ("EVENTBUS_", "WEBSOCKET_")
+
+
+@pytest.fixture
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, str]:
+    """No EVENTBUS_*/WEBSOCKET_* variables and a fresh working directory (so no stray
+    ``eventbus.toml`` is read). Returns a dict to build an environ from."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return {"EVENTBUS_DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture
+def bus_factory() -> Iterator[Callable[..., EventBus]]:
+    """``bus_factory(plugins=..., config=..., transports=...)`` like
+    :func:`eventbus.testing.make_bus`; every bus is closed after the test, because buses
+    listen to the process-wide signals."""
+    made: list[EventBus] = []
+
+    def factory(*args: Any, **kwargs: Any) -> EventBus:
+        instance = make_bus(*args, **kwargs)
+        made.append(instance)
+        return instance
+
+    yield factory
+    for instance in made:
+        instance.close()
