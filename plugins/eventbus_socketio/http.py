@@ -130,6 +130,33 @@ def register_http(app: Flask, manager: SocketManager) -> None:
             "events": [event.to_dict() for event in found.events],
         })
 
+    def require_admin() -> Identity:
+        identity = identity_from_request()
+        if not bus.authorize(identity, "http", None, "admin"):
+            raise AuthError(f"{identity.user_id} is not an admin", code="forbidden")
+        return identity
+
+    @bp.get("/api/connections")
+    def connections() -> Any:
+        require_admin()
+        return jsonify({"ok": True, "connections": [c.describe() for c in list(manager.connections.values())]})
+
+    @bp.post("/api/connections/disconnect")
+    def disconnect() -> Any:
+        """Close connections by ``sid`` or every connection of ``user_id`` (operators, tests)."""
+        identity = require_admin()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not (isinstance(body.get("sid"), str) or isinstance(body.get("user_id"), str)):
+            return _error("invalid_payload", "send {\"sid\": ...} or {\"user_id\": ...}")
+        targets = [c for c in list(manager.connections.values())
+                   if c.sid == body.get("sid") or c.identity.user_id == body.get("user_id")]
+        if manager.socketio is None:
+            return _error("disabled", "Socket.IO is disabled", 409)
+        for conn in targets:
+            manager.socketio.server.disconnect(conn.sid, namespace=conn.namespace)
+        manager.counters["admin_disconnects"] += len(targets)
+        return jsonify({"ok": True, "disconnected": [c.sid for c in targets], "by": identity.user_id})
+
     @bp.get("/metrics")
     def metrics() -> Any:
         body, content_type = render_metrics(manager)
