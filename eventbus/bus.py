@@ -254,6 +254,7 @@ class EventBus:
             "history": {"epoch": self.history.epoch, "rooms": self.history.rooms()},
             "plugins": [row["name"] for row in self.pm.describe()],
             "plugin_failures": [f.__dict__ for f in self.pm.failures],
+            "signal_receiver_failures": signals.receiver_failures(),
         }
 
 

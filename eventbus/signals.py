@@ -5,9 +5,49 @@ the bus listens to every one, and sends them itself for events that arrive from 
 HTTP, with the :class:`~eventbus.events.Event` as the ``event`` keyword.
 """
 
+import inspect
+import logging
+from typing import Any
+
 from blinker import Namespace, NamedSignal
 
-namespace = Namespace()
+log = logging.getLogger("eventbus.signals")
+
+
+class IsolatingSignal(NamedSignal):
+    """A signal whose receivers cannot break each other or the sender: plain blinker lets
+    the first receiver that raises stop the rest (the bus among them). A failing receiver
+    is logged, counted in ``receiver_failures``, and its exception is its result."""
+
+    receiver_failures = 0
+
+    def send(self, sender: Any = None, /, *, _async_wrapper: Any = None, **kwargs: Any) -> list[tuple[Any, Any]]:
+        if self.is_muted:
+            return []
+        results = []
+        for receiver in self.receivers_for(sender):
+            call = receiver
+            if inspect.iscoroutinefunction(receiver):
+                if _async_wrapper is None:
+                    raise RuntimeError("Cannot send to a coroutine function.")
+                call = _async_wrapper(receiver)
+            try:
+                results.append((receiver, call(sender, **kwargs)))
+            except Exception as exc:  # noqa: BLE001 - one agent's bug must not stop the others
+                self.receiver_failures += 1
+                log.exception("receiver %r of signal %s failed (sender %r)", receiver, self.name, sender)
+                results.append((receiver, exc))
+        return results
+
+
+class IsolatingNamespace(Namespace):
+    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+        if name not in self:
+            self[name] = IsolatingSignal(name, doc)
+        return self[name]
+
+
+namespace = IsolatingNamespace()
 
 chat_message = namespace.signal("chat_message")
 chat_response = namespace.signal("chat_response")
@@ -26,3 +66,9 @@ user_left = namespace.signal("user_left")
 def signal(name: str) -> NamedSignal:
     """The signal of any event type, including ones registered by plugins."""
     return namespace.signal(str(name))
+
+
+def receiver_failures() -> dict[str, int]:
+    """Failed receiver calls per signal, for the status page."""
+    return {name: sig.receiver_failures for name, sig in namespace.items()
+            if getattr(sig, "receiver_failures", 0)}
