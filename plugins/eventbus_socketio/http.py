@@ -87,7 +87,7 @@ def register_http(app: Flask, manager: SocketManager) -> None:
             if not bus.authorize(identity, "http", room, "publish"):
                 raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
                                 code="forbidden")
-            event = bus.emit(spec.name, body.get("data") or {}, room=body.get("room"),
+            event = bus.emit(spec.name, body.get("data", {}), room=body.get("room"),
                              session_id=body.get("session_id"),
                              user_id=body.get("user_id") or identity.user_id,
                              source=f"http:{identity.user_id}", origin="http")
