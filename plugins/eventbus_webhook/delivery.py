@@ -66,7 +66,10 @@ class EndpointDelivery:
         self.outbox: Outbox | None = None
         self.disabled_reason: str | None = None if endpoint.enabled else "disabled in configuration"
         self.paused_until = 0.0
-        self.pending = 0  # approximate between refreshes; bounds the outbox cheaply
+        # Kept in step with the outbox by this process and re-read by housekeeping (which
+        # also sees changes made by `eventbus webhook` commands), so health() needs no query.
+        self.pending = 0
+        self.dead = 0
         self.counters = {"accepted": 0, "attempts": 0, "delivered": 0, "retries": 0, "failures": 0,
                          "timeouts": 0, "dead_lettered": 0, "refused_outbox_full": 0,
                          "skipped_disabled": 0, "disabled_by_receiver": 0}
@@ -227,6 +230,7 @@ class EndpointDelivery:
             self.counters["disabled_by_receiver"] += 1
             self.counters["dead_lettered"] += 1
             self.pending = max(0, self.pending - 1)
+            self.dead += 1
             log.error("webhook %s: %s; endpoint disabled (re-enable with `eventbus webhook enable %s`)",
                       self.name, reason, self.name)
             return
@@ -236,6 +240,7 @@ class EndpointDelivery:
                                next_attempt_at=None)
             self.counters["dead_lettered"] += 1
             self.pending = max(0, self.pending - 1)
+            self.dead += 1
             log.warning("webhook %s: event %s (%s) is a dead letter after %d attempts; last error: %s",
                         self.name, delivery.event_id, delivery.event_type, attempts, error)
             return
@@ -253,7 +258,7 @@ class EndpointDelivery:
                  self.name, delivery.event_id, attempts, error, delay)
 
     # -- status ------------------------------------------------------------------------
-    def health(self, counts: dict[str, int], oldest_pending: float | None, now: float) -> dict[str, Any]:
+    def health(self, oldest_pending: float | None, now: float) -> dict[str, Any]:
         if self.disabled_reason is not None:
             state = "disabled"
         elif self.last_error_at is not None and (self.last_success_at or 0) < self.last_error_at:
@@ -263,10 +268,11 @@ class EndpointDelivery:
         return {
             "url": self.endpoint.url,
             "state": state,
-            "disabled": self.disabled_reason is not None,
+            # 0/1 rather than a bool, so /metrics (numbers only) shows it too.
+            "disabled": int(self.disabled_reason is not None),
             "disabled_reason": self.disabled_reason,
-            "pending": counts.get("pending", 0),
-            "dead_letters": counts.get("dead", 0),
+            "pending": self.pending,
+            "dead_letters": self.dead,
             "in_flight": len(self._in_flight),
             "oldest_pending_age_s": None if oldest_pending is None else round(now - oldest_pending, 3),
             "paused_for_s": round(self.paused_until - now, 3) if self.paused_until > now else 0,

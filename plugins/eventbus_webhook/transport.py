@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eventbus.webhook")
 
-#: How long health() reuses the outbox counts, so a busy /metrics scrape stays cheap.
-COUNTS_TTL = 1.0
+#: How long health() reuses the oldest-pending query, so a busy /metrics scrape stays cheap.
+OLDEST_TTL = 1.0
 
 
 class WebhookTransport(Transport):
@@ -40,8 +40,8 @@ class WebhookTransport(Transport):
         self.counters = {"expired": 0, "dead_letters_pruned": 0}
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
-        self._counts: tuple[float, dict[str, dict[str, int]], dict[str, float]] = (0.0, {}, {})
-        self._counts_lock = threading.Lock()
+        self._oldest: tuple[float, dict[str, float]] = (0.0, {})
+        self._oldest_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, bus: EventBus) -> None:
@@ -96,12 +96,13 @@ class WebhookTransport(Transport):
                 if not delivery.accepting:
                     delivery.counters["skipped_disabled"] += 1
                     continue
-                if delivery.pending + targets.get(delivery.name, 0) >= self.settings.max_pending:
+                held = delivery.pending + targets.get(delivery.name, 0)
+                if held >= self.settings.max_pending:
                     delivery.counters["refused_outbox_full"] += 1
                     if delivery.counters["refused_outbox_full"] % 1000 == 1:
                         log.warning("webhook %s: outbox holds %d pending deliveries (max_pending); "
                                     "refused event %s; %d refused so far", delivery.name,
-                                    delivery.pending, event.id, delivery.counters["refused_outbox_full"])
+                                    held, event.id, delivery.counters["refused_outbox_full"])
                     continue
                 body = body or signing.payload(event)
                 rows.append((delivery.name, event.id, event.type, body, event.created))
@@ -141,29 +142,30 @@ class WebhookTransport(Transport):
             log.warning("webhook outbox: pruned %d dead letters (dead_letter_max %d, dead_letter_max_age %.0fs)",
                         pruned, self.settings.dead_letter_max, self.settings.dead_letter_max_age)
         states = outbox.endpoint_states()
-        counts, _ = self._refresh_counts(force=True)
+        counts = outbox.counts()
         for name, delivery in self.deliveries.items():
             was_disabled = delivery.disabled_reason is not None
             delivery.restore(states.get(name, {}))
             delivery.pending = counts.get(name, {}).get("pending", 0)
+            delivery.dead = counts.get(name, {}).get("dead", 0)
             if was_disabled and delivery.accepting:
                 log.info("webhook %s: enabled again", name)
                 delivery.wake()
 
-    def _refresh_counts(self, force: bool = False) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
-        with self._counts_lock:
-            at, counts, oldest = self._counts
-            if force or time.monotonic() - at > COUNTS_TTL:
+    def _oldest_pending(self) -> dict[str, float]:
+        with self._oldest_lock:
+            at, oldest = self._oldest
+            if time.monotonic() - at > OLDEST_TTL:
                 if self.outbox is not None and not self.outbox.closed:
-                    counts, oldest = self.outbox.counts(), self.outbox.oldest_pending()
-                self._counts = (time.monotonic(), counts, oldest)
-            return counts, oldest
+                    oldest = self.outbox.oldest_pending()
+                self._oldest = (time.monotonic(), oldest)
+            return oldest
 
     # -- status ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        counts, oldest = self._refresh_counts()
+        oldest = self._oldest_pending()
         now = time.time()
-        endpoints = {name: d.health(counts.get(name, {}), oldest.get(name), now)
+        endpoints = {name: d.health(oldest.get(name), now)
                      for name, d in self.deliveries.items()}
         states = [e["state"] for e in endpoints.values()]
         if not endpoints or all(s == "ok" for s in states):
