@@ -1,0 +1,145 @@
+"""Settings from the environment and eventbus.toml: every bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventbus import Config, ConfigError
+
+BAD_VALUES = [
+    ("EVENTBUS_PORT", "http"),
+    ("EVENTBUS_PORT", "70000"),
+    ("WEBSOCKET_ENABLED", "maybe"),
+    ("EVENTBUS_ALLOW_ANY_ORIGIN", "perhaps"),
+    ("WEBSOCKET_ASYNC_MODE", "asyncio"),
+    ("WEBSOCKET_CORS_ORIGINS", "app.example.com"),
+    ("EVENTBUS_HISTORY_SIZE", "0"),
+    ("EVENTBUS_HISTORY_MAX_AGE", "an hour"),
+    ("EVENTBUS_API_KEYS", "short=bot"),
+    ("EVENTBUS_API_KEYS", "abcdefghijklmnopqrstuvwxyz"),
+    ("EVENTBUS_API_KEYS", "abcdefghijklmnopqrstuvwxyz="),
+    ("EVENTBUS_LOG_SINK_MAX_BYTES", "100"),
+    ("EVENTBUS_LOG_SINK_BACKUPS", "-1"),
+    ("EVENTBUS_LOG_SINK_FLUSH", "never"),
+    ("EVENTBUS_MAX_EVENT_BYTES", "12"),
+    ("EVENTBUS_QUEUE_SIZE", "0"),
+    ("EVENTBUS_QUEUE_OVERFLOW", "block"),
+    ("EVENTBUS_CHAT_MAX_LENGTH", "0"),
+    ("EVENTBUS_CLIENT_RATE", "0"),
+    ("EVENTBUS_CLIENT_BURST", "many"),
+    ("EVENTBUS_TYPING_INTERVAL", "-1"),
+    ("EVENTBUS_WEBHOOKS", "not json"),
+    ("EVENTBUS_WEBHOOKS", '{"url": "https://x"}'),
+    ("EVENTBUS_CONFIG", "/no/such/eventbus.toml"),
+]
+
+
+@pytest.mark.parametrize("name,value", BAD_VALUES)
+def test_a_bad_value_names_its_variable(isolated_env, name, value):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({**isolated_env, name: value})
+    assert str(info.value).startswith(name + ":")
+    assert info.value.code == "config_error"
+
+
+def test_api_key_errors_do_not_echo_the_key(isolated_env):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"EVENTBUS_API_KEYS": "topsecretvalue-without-user"})
+    assert "topsecretvalue-without-user" not in str(info.value)
+
+
+def test_defaults(isolated_env):
+    config = Config.from_env(isolated_env)
+    assert (config.host, config.port, config.async_mode) == ("127.0.0.1", 5050, "threading")
+    assert config.cors_origins == [] and config.load_plugins is None
+    assert (config.log_sink_path, config.log_sink_flush, config.overflow) == (None, "batch", "drop_oldest")
+
+
+def test_values_are_parsed(isolated_env):
+    config = Config.from_env({
+        "EVENTBUS_PORT": "6060", "WEBSOCKET_ENABLED": "no", "WEBSOCKET_ASYNC_MODE": "Gevent",
+        "WEBSOCKET_CORS_ORIGINS": "https://a.example, http://localhost:3000",
+        "EVENTBUS_API_KEYS": "abcdefghijklmnop=ingest:publisher+admin,qrstuvwxyzabcdef=bot",
+        "EVENTBUS_LOAD_PLUGINS": "a, b", "EVENTBUS_DISABLE_PLUGINS": "c",
+        "EVENTBUS_WEBHOOKS": '[{"url": "https://hooks.example/x"}]', "EVENTBUS_HISTORY_MAX_AGE": "90.5",
+    })
+    assert (config.port, config.websocket_enabled, config.async_mode) == (6060, False, "gevent")
+    assert config.cors_origins == ["https://a.example", "http://localhost:3000"]
+    assert config.api_keys == {"abcdefghijklmnop": ("ingest", ("publisher", "admin")),
+                               "qrstuvwxyzabcdef": ("bot", ("publisher",))}
+    assert (config.load_plugins, config.disable_plugins) == (["a", "b"], ["c"])
+    assert config.webhooks == [{"url": "https://hooks.example/x"}]
+    assert config.history_max_age == 90.5
+
+
+def test_any_origin_needs_an_explicit_yes(isolated_env):
+    with pytest.raises(ConfigError, match="EVENTBUS_ALLOW_ANY_ORIGIN=true") as info:
+        Config.from_env({"WEBSOCKET_CORS_ORIGINS": "*"})
+    assert str(info.value).startswith("WEBSOCKET_CORS_ORIGINS:")
+    config = Config.from_env({"WEBSOCKET_CORS_ORIGINS": "*", "EVENTBUS_ALLOW_ANY_ORIGIN": "true"})
+    assert config.cors_origins == ["*"] and config.allow_any_origin
+
+
+TOML = '''
+port = 7070
+async_mode = "eventlet"
+cors_origins = ["https://app.example"]
+LOG_SINK_PATH = "events.jsonl"
+load_plugins = ["eventbus_logsink"]
+api_keys = [{key = "abcdefghijklmnop", user = "ingest", roles = ["publisher"]}]
+
+[[webhooks]]
+url = "https://hooks.example/in"
+
+[plugins.my_plugin]
+channel = "#ops"
+'''
+
+
+def test_toml_file_in_the_working_directory(isolated_env, tmp_path):
+    (tmp_path / "eventbus.toml").write_text(TOML)
+    config = Config.from_env(isolated_env)
+    assert (config.port, config.async_mode, config.log_sink_path) == (7070, "eventlet", "events.jsonl")
+    assert config.cors_origins == ["https://app.example"]
+    assert config.load_plugins == ["eventbus_logsink"]
+    assert config.api_keys == {"abcdefghijklmnop": ("ingest", ("publisher",))}
+    assert config.webhooks == [{"url": "https://hooks.example/in"}]
+    assert config.plugin_settings("my_plugin") == {"channel": "#ops"}
+    assert config.plugin_settings("other") == {}
+
+
+def test_environment_wins_over_the_file(isolated_env, tmp_path):
+    path = tmp_path / "elsewhere.toml"
+    path.write_text(TOML)
+    config = Config.from_env({"EVENTBUS_CONFIG": str(path), "EVENTBUS_PORT": "8080",
+                              "EVENTBUS_LOAD_PLUGINS": ""})
+    assert (config.port, config.async_mode, config.load_plugins) == (8080, "eventlet", [])
+
+
+def test_bad_toml_values_are_errors_too(isolated_env, tmp_path):
+    (tmp_path / "eventbus.toml").write_text("port = 99999\n")
+    with pytest.raises(ConfigError, match="^EVENTBUS_PORT:"):
+        Config.from_env(isolated_env)
+    (tmp_path / "eventbus.toml").write_text("port = \n")
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        Config.from_env(isolated_env)
+
+
+def test_the_command_line_reports_configuration_errors(isolated_env, monkeypatch, capsys):
+    from eventbus.cli import main
+
+    monkeypatch.setenv("EVENTBUS_PORT", "http")
+    with pytest.raises(SystemExit) as info:
+        main(["plugins"])
+    assert info.value.code == 2
+    assert "configuration error: EVENTBUS_PORT" in capsys.readouterr().err
+
+
+def test_secret_key_is_generated_once_with_mode_0600(tmp_path):
+    config = Config(data_dir=str(tmp_path / "data"))
+    key = config.ensure_secret_key()
+    path = tmp_path / "data" / "secret_key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Config(data_dir=str(tmp_path / "data")).ensure_secret_key() == key
+    assert Config(secret_key="given", data_dir=str(tmp_path / "other")).ensure_secret_key() == "given"
+    assert not (tmp_path / "other").exists()
