@@ -238,10 +238,11 @@ class SocketManager:
         if epoch is not None and not isinstance(epoch, str):
             raise ClientError("epoch must be a string", code="invalid_payload")
         first = self.presence.add(conn.namespace, room, conn.identity.user_id, conn.sid)
-        conn.rooms.add(room)
         result = self.transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch)
         if result.error:
+            self.presence.remove(conn.namespace, room, conn.identity.user_id, conn.sid)
             raise RuntimeError(result.error)
+        conn.rooms.add(room)
         members = self.presence.members(conn.namespace, room)
         if first:
             self._presence_event("user_joined", conn, room, members)

@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventbus.socketio")
 
 
+class Refused(ConnectionRefusedError):
+    """A connect refusal. The browser client sees ``err.message`` and ``err.data.code``;
+    the Python client's ``connect_error`` handler gets ``{"message", "code", "data"}``."""
+
+    def __init__(self, exc: EventBusError):
+        super().__init__(str(exc))
+        self.error_args = {"message": str(exc), "code": exc.code, "data": exc.to_dict()}
+
+
 class ClientError(EventBusError):
     """A refusal sent back in an ack."""
 
@@ -107,7 +116,7 @@ class EventBusNamespace(Namespace):
                 raise AuthError(f"{identity.user_id} may not connect to {self.namespace}", code="forbidden")
         except AuthError as exc:
             manager.auth_failed(self.namespace, exc, environ)
-            raise ConnectionRefusedError(str(exc), exc.to_dict()) from None
+            raise Refused(exc) from None
         conn = manager.connected(request.sid, self.namespace, identity, environ)
         if self.default_room:
             manager.join(conn, self.default_room)
