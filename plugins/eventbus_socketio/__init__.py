@@ -42,6 +42,7 @@ def eventbus_register_transports(register: Callable[[Any], None], config: Config
 @hookimpl
 def eventbus_register_commands(cli: click.Group) -> None:
     from .commands import emit_command, serve_command, tail_command
+    from .demo import demo_command
 
-    for command in (serve_command, emit_command, tail_command):
+    for command in (serve_command, emit_command, tail_command, demo_command):
         cli.add_command(command)

@@ -137,9 +137,11 @@ class SocketManager:
         app.extensions["eventbus"] = self
         if not app.secret_key:
             app.secret_key = config.ensure_secret_key()
+        from .dashboard import register_dashboard
         from .http import register_http
 
         register_http(app, self)
+        register_dashboard(app, self)
         try:
             self.transport = self.bus.transport("socketio")  # type: ignore[assignment]
         except KeyError:
