@@ -29,7 +29,8 @@ class LogSinkTransport(Transport):
     :param max_bytes: rotate before a line would take the file past this size.
     :param backups: how many rotated files to keep (``path.1`` is the newest); 0 keeps none.
     :param flush: ``line`` flushes after every event, ``batch`` once per worker batch,
-        ``os`` leaves it to the operating system's buffering.
+        ``os`` leaves it to buffering (fastest; when a write finally fails, lines still in
+        the process buffer are lost with the event that hit the error, uncounted one by one).
     """
 
     name = "logsink"

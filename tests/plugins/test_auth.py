@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import eventbus_auth
-from eventbus import AuthError, Config, ConfigError, Identity
+from eventbus import AuthError, Config, ConfigError, Identity, hookimpl
 from eventbus.cli import build_cli
 from eventbus_auth import AuthPlugin, create_token
 
@@ -187,7 +187,7 @@ def test_default_authorization(auth_bus, identity, namespace, action, allowed):
 
 def test_another_plugin_overrides_the_default_rules(bus_factory):
     class OpenAdmin:
-        @eventbus_auth.hookimpl
+        @hookimpl
         def eventbus_authorize(self, identity, namespace, room, action):
             return True if namespace == "/admin" else None
 
