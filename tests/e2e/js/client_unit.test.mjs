@@ -1,0 +1,177 @@
+// Unit tests of clients/js/eventbus-client.js with a fake socket: no server, no network.
+//   node --preserve-symlinks --test client_unit.test.mjs
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { EventBusClient } from "eventbus-client";
+
+/** Stands in for a socket.io-client Socket: the test plays the server. */
+class FakeSocket {
+  constructor() {
+    this.handlers = new Map();
+    this.anyHandlers = [];
+    this.emitted = []; // [{event, data, resolve}]
+    this.connected = false;
+    this.active = false;
+  }
+  on(event, fn) { this.handlers.set(event, fn); return this; }
+  onAny(fn) { this.anyHandlers.push(fn); return this; }
+  connect() { this.active = true; return this; }
+  disconnect() { this.fire("disconnect", "io client disconnect"); }
+  timeout() { return this; }
+  emitWithAck(event, data) {
+    return new Promise((resolve) => this.emitted.push({ event, data, resolve }));
+  }
+  fire(event, ...args) { // a reserved event (connect, disconnect, connect_error)
+    if (event === "connect") this.connected = true;
+    if (event === "disconnect") this.connected = false;
+    this.handlers.get(event)?.(...args);
+  }
+  serverEmit(event, ...args) { for (const fn of this.anyHandlers) fn(event, ...args); }
+  lastEmit(event) { return [...this.emitted].reverse().find((e) => e.event === event); }
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+function env(seq, type = "agent_started", room = "monitoring") {
+  return { id: `evt_${room}_${seq}`, type, data: { n: seq }, timestamp: "2026-01-01T00:00:00.000Z",
+           room, seq, user_id: null, session_id: null, source: "test" };
+}
+
+function makeClient(options = {}) {
+  const socket = new FakeSocket();
+  const client = new EventBusClient({ url: "http://server", token: "tok", io: () => socket, gapTimeout: 20, ...options });
+  const seen = [];
+  client.on("*", (type, e) => seen.push(e && e.seq !== undefined ? e.seq : type));
+  return { socket, client, seen };
+}
+
+async function connectWith(socket, rooms, epoch = "E1") {
+  socket.fire("connect");
+  const resume = socket.lastEmit("resume");
+  resume.resolve({ ok: true, epoch, rooms });
+  await tick();
+  return resume;
+}
+
+test("events are held until the resume ack; a fresh room starts where the client entered it", async () => {
+  const { socket, client, seen } = makeClient({ rooms: ["reports"] });
+  socket.fire("connect");
+  const resume = socket.lastEmit("resume");
+  assert.deepEqual(resume.data, { rooms: { monitoring: null, reports: null }, epoch: null });
+  // The server put the client in "monitoring" on connect, so 4 and 5 precede the join point (5).
+  socket.serverEmit("agent_started", env(4));
+  socket.serverEmit("agent_started", env(5));
+  assert.deepEqual(seen, []);
+  resume.resolve({ ok: true, epoch: "E1", rooms: { monitoring: { seq: 5, presence: [] }, reports: { seq: 7, presence: [] } } });
+  await tick();
+  socket.serverEmit("agent_started", env(6));
+  socket.serverEmit("agent_started", env(8, "agent_started", "reports"));
+  assert.deepEqual(seen, [4, 5, 6, 8]);
+  assert.deepEqual(client.positions(), { monitoring: { seq: 6, epoch: "E1" }, reports: { seq: 8, epoch: "E1" } });
+});
+
+test("a batch named events is unpacked in order and duplicates are dropped", async () => {
+  const { socket, client, seen } = makeClient();
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("events", [env(1), env(2), env(2), env(3)]);
+  socket.serverEmit("agent_started", env(3));
+  socket.serverEmit("events", [env(3, "tool_executed"), env(4, "tool_executed")]);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  assert.equal(client.stats.duplicates, 3);
+});
+
+test("typed handlers get each envelope of a batch; ephemeral events pass straight through", async () => {
+  const { socket, client } = makeClient({ namespace: "/chat", rooms: ["session:s"] });
+  await connectWith(socket, { "session:s": { seq: 0 } });
+  const messages = [];
+  const typing = [];
+  client.on("chat_message", (e) => messages.push(e.data.n));
+  client.on("typing_indicator", (e) => typing.push(e.seq));
+  socket.serverEmit("events", [env(1, "chat_message", "session:s"), { ...env(null, "typing_indicator", "session:s"), seq: null },
+                               env(2, "chat_message", "session:s")]);
+  assert.deepEqual(messages, [1, 2]);
+  assert.deepEqual(typing, [null]);
+});
+
+test("out-of-order events are delivered in seq order", async () => {
+  const { socket, seen } = makeClient();
+  await connectWith(socket, { monitoring: { seq: 10 } });
+  socket.serverEmit("agent_started", env(12));
+  socket.serverEmit("agent_started", env(13));
+  assert.deepEqual(seen, []);
+  socket.serverEmit("agent_started", env(11));
+  assert.deepEqual(seen, [11, 12, 13]);
+});
+
+test("reconnect resumes from the last seq; live-before-replay is reordered and deduplicated", async () => {
+  const { socket, client, seen } = makeClient();
+  const states = [];
+  client.onStateChange((s) => states.push(s));
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(2));
+  socket.fire("disconnect", "transport close");
+  socket.fire("connect");
+  const resume = socket.lastEmit("resume");
+  assert.deepEqual(resume.data, { rooms: { monitoring: 2 }, epoch: "E1" });
+  socket.serverEmit("agent_started", env(5)); // live, ahead of the replay
+  for (const seq of [2, 3, 4, 5]) socket.serverEmit("agent_started", env(seq)); // replay
+  resume.resolve({ ok: true, epoch: "E1", rooms: { monitoring: { seq: 5, replayed: 3, resync_required: false } } });
+  await tick();
+  socket.serverEmit("agent_started", env(6));
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(states, ["connected", "reconnecting", "connected"]);
+});
+
+test("resync_required after a restart fetches the new epoch's history and adopts it", async () => {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, auth: init.headers.Authorization });
+    return { ok: true, status: 200,
+             json: async () => ({ ok: true, room: "monitoring", epoch: "E2", latest_seq: 2, complete: true,
+                                  events: [{ ...env(1), id: "new1" }, { ...env(2), id: "new2" }] }) };
+  };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch, onResync: (info) => resyncs.push(info) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  for (const seq of [1, 2, 3]) socket.serverEmit("agent_started", env(seq));
+  socket.fire("disconnect", "transport close");
+  socket.fire("connect");
+  const resume = socket.lastEmit("resume");
+  socket.serverEmit("resync_required", { room: "monitoring", epoch: "E2", latest_seq: 2 });
+  socket.serverEmit("agent_started", { ...env(3), id: "new3" }); // live in the new epoch
+  resume.resolve({ ok: true, epoch: "E2", rooms: { monitoring: { seq: 2, replayed: 0, resync_required: true } } });
+  for (let i = 0; i < 5; i += 1) await tick();
+  assert.deepEqual(calls, [{ url: "http://server/api/events?room=monitoring&after=0", auth: "Bearer tok" }]);
+  assert.deepEqual(seen.slice(3), ["resync_required", 1, 2, 3]);
+  assert.deepEqual(client.positions(), { monitoring: { seq: 3, epoch: "E2" } });
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E2", previousEpoch: "E1", fetched: 2, lost: 0, complete: true }]);
+});
+
+test("a gap that does not close is filled from history", async () => {
+  const fetch = async (url) => ({ ok: true, status: 200, json: async () => ({
+    ok: true, room: "monitoring", epoch: "E1", latest_seq: 3, complete: true, events: [env(2), env(3)] }) });
+  const { socket, client, seen } = makeClient({ fetch });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(3));
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(client.stats.lost, 0);
+});
+
+test("send rejects with the error code of an {ok: false} ack; a refusal stops the client", async () => {
+  const errors = [];
+  const { socket, client } = makeClient({ onError: (e) => errors.push(e.code) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  const pending = client.send("join_room", { room: "admin" });
+  socket.lastEmit("join_room").resolve({ ok: false, error: { code: "invalid_room", message: "no" } });
+  await assert.rejects(pending, (err) => err.code === "invalid_room" && err.message === "no");
+  socket.fire("disconnect", "transport close");
+  socket.active = false;
+  const refusal = new Error("token expired");
+  refusal.data = { code: "token_expired", message: "token expired" };
+  socket.fire("connect_error", refusal);
+  assert.equal(client.state, "disconnected");
+  assert.deepEqual(errors, ["token_expired"]); // a rejected send goes to its caller only
+});
