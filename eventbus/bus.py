@@ -23,6 +23,7 @@ from .transport import Spawn, Transport, TransportWorker, spawn_thread
 
 if TYPE_CHECKING:
     from .history import History
+    from .redis_streams import RedisLink
 
 log = logging.getLogger("eventbus.bus")
 
@@ -36,6 +37,7 @@ class SignalTransport(Transport):
     one that raises does not stop the others."""
 
     name = "signals"
+    local = True
 
     def accepts(self, event: Event) -> bool:
         return event.origin != "signal" and bool(signals.signal(event.type).receivers)
@@ -78,6 +80,19 @@ class EventBus:
         self.registry = EventRegistry()
         self.pm: PluginManager = create_plugin_manager(self.config, plugins, load_entrypoints)
         self.pm.hook.eventbus_register_event_types(register=self.registry.register)
+        self.redis: RedisLink | None = None
+        #: "local" (one process), "server" (Redis: serves clients), "producer" (Redis: an
+        #: agent process whose events the servers deliver)
+        self.role = "local"
+        if self.config.redis_url and history is None:
+            from .redis_streams import RedisLink
+
+            self.redis = RedisLink(self.config)
+            self.redis.on_fanout = self._deliver_fanout
+            self.redis.on_ingest = self._publish_ingested
+            self.redis.on_epoch_change = self._epoch_changed
+            self.role = "producer"
+            history = self.redis.history
         self.history: History = history or MemoryHistory(self.config.history_size, self.config.history_max_age)
         self.workers: list[TransportWorker] = []
         self._lock = threading.Lock()
@@ -125,6 +140,17 @@ class EventBus:
         self._started = True
         for worker in self.workers:
             worker.start(self, self._spawn)
+        if self.redis is not None:
+            self.redis.start(self.role, self._spawn)
+
+    def serve(self) -> None:
+        """Make this process a server: with Redis, it assigns ``seq``, delivers the events it
+        accepts (and those it takes from the ingest stream) to its transports, and tails the
+        fan-out stream for its Socket.IO clients. Called by the Socket.IO plugin."""
+        if self.redis is not None:
+            if self._started and self.role != "server":
+                raise EventBusError("serve() must be called before start()")
+            self.role = "server"
 
     @property
     def started(self) -> bool:
@@ -137,6 +163,8 @@ class EventBus:
             return True
         self._closed = True
         self._disconnect_signals()
+        if self.redis is not None:
+            self.redis.close()
         ok = True
         deadline = time.monotonic() + timeout
         for worker in self.workers:
@@ -224,15 +252,82 @@ class EventBus:
                 return None
         if keep is None:
             keep = self.registry.get(event.type).history
+        if self.redis is not None:
+            return self._publish_redis(event, keep)
         with self._lock:
             # Assigning seq and queueing under one lock keeps each room's queue in seq order.
             self.history.append(event, keep)
-            self.counters["emitted"] += 1
-            self.type_counts[event.type] += 1
+            self._count(event)
             for worker in self.workers:
                 if worker.transport.accepts(event):
                     worker.submit(event)
         return event
+
+    def _count(self, event: Event) -> None:
+        self.counters["emitted"] += 1
+        self.type_counts[event.type] += 1
+
+    def _publish_redis(self, event: Event, keep: bool) -> Event:
+        from .redis_streams import RedisUnavailable
+
+        redis = self.redis
+        assert redis is not None
+        if self.role == "producer":
+            # An agent process: the servers assign seq and deliver; never wait for Redis.
+            with self._lock:
+                self._count(event)
+                redis.buffer(event, keep, delivered_locally=False)
+                for worker in self.workers:
+                    if worker.transport.local and worker.transport.accepts(event):
+                        worker.submit(event)
+            return event
+        with self._lock:
+            try:
+                if redis.pending:
+                    # Older events still wait for Redis: keep the order by queueing behind them.
+                    raise RedisUnavailable("events are still waiting for Redis")
+                if not redis.publish(event, keep, dedupe=event.origin == "remote"):
+                    return event  # already handled by another server (reclaimed entry)
+                local_fanout = False
+            except RedisUnavailable:
+                # Redis is away: deliver here now, without a seq, and publish later so the
+                # other servers and the history get it too.
+                event.seq = None
+                redis.buffer(event, keep, delivered_locally=True)
+                local_fanout = True
+            self._count(event)
+            for worker in self.workers:
+                transport = worker.transport
+                if transport.fanout and not local_fanout:
+                    continue  # reaches this server's clients through the fan-out stream
+                if transport.accepts(event):
+                    worker.submit(event)
+        return event
+
+    def _deliver_fanout(self, event: Event) -> None:
+        """An event from the fan-out stream: hand it to the transports that serve every
+        server's own clients (Socket.IO)."""
+        for worker in self.workers:
+            if worker.transport.fanout and worker.transport.accepts(event):
+                worker.submit(event)
+
+    def _epoch_changed(self, epoch: str) -> None:
+        """The shared history lost continuity: tell each fan-out transport, in stream order."""
+        for worker in self.workers:
+            if worker.transport.fanout:
+                worker.call_soon(lambda t=worker.transport: t.epoch_changed(epoch))
+
+    def _publish_ingested(self, event: Event) -> None:
+        """An agent process's event, taken from the ingest stream by this server."""
+        if self._event_hook.get_hookimpls():
+            if any(result is False for result in self._event_hook(event=event)):
+                self.counters["dropped_by_hook"] += 1
+                return
+        if event.type not in self.registry:
+            self.counters["rejected"] += 1
+            log.warning("ingested event %s has unknown type %s; skipped", event.id, event.type)
+            return
+        self._publish_redis(event, self.registry.get(event.type).history)
 
     # -- auth -----------------------------------------------------------------------
     def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None) -> Identity | None:
@@ -252,6 +347,8 @@ class EventBus:
             "events_by_type": dict(self.type_counts),
             "transports": [worker.snapshot() for worker in self.workers],
             "history": {"epoch": self.history.epoch, "rooms": self.history.rooms()},
+            "role": self.role,
+            "redis": None if self.redis is None else self.redis.health(),
             "plugins": [row["name"] for row in self.pm.describe()],
             "plugin_failures": [f.__dict__ for f in self.pm.failures],
             "signal_receiver_failures": signals.receiver_failures(),

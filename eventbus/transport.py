@@ -49,6 +49,11 @@ class Transport:
     """
 
     name: str = "transport"
+    #: With Redis: receive every event of every server (from the fan-out stream), to reach
+    #: this server's own clients. Socket.IO sets it; webhooks and sinks deliver each event once.
+    fanout: bool = False
+    #: In an agent (producer) process with Redis, still deliver here (local listeners).
+    local: bool = False
     queue_size: int | None = None
     overflow: str | None = None
     batch_size: int = 256
@@ -69,6 +74,10 @@ class Transport:
         """Deliver several events in order. Override for transports that batch; the default
         sends one by one, and the worker counts each failure separately."""
         raise NotImplementedError
+
+    def epoch_changed(self, epoch: str) -> None:
+        """The history epoch changed (Redis lost its data): ``seq`` starts again. Called in
+        the worker, between events, for fan-out transports."""
 
     def health(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded" | "down", ...}`` plus anything worth showing."""

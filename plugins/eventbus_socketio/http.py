@@ -143,7 +143,9 @@ def register_http(app: Flask, manager: SocketManager) -> None:
 
     @bp.post("/api/connections/disconnect")
     def disconnect() -> Any:
-        """Close connections by ``sid`` or every connection of ``user_id`` (operators, tests)."""
+        """Close connections by ``sid`` or every connection of ``user_id``. ``mode`` is
+        ``kick`` (a Socket.IO disconnect: clients stay away) or ``drop`` (the transport is
+        closed as by a network failure: clients reconnect and resume)."""
         identity = require_admin()
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not (isinstance(body.get("sid"), str) or isinstance(body.get("user_id"), str)):
@@ -152,8 +154,18 @@ def register_http(app: Flask, manager: SocketManager) -> None:
                    if c.sid == body.get("sid") or c.identity.user_id == body.get("user_id")]
         if manager.socketio is None:
             return _error("disabled", "Socket.IO is disabled", 409)
+        mode = body.get("mode", "kick")
+        if mode not in ("kick", "drop"):
+            return _error("invalid_payload", "mode is 'kick' (final) or 'drop' (clients reconnect)")
+        server = manager.socketio.server
         for conn in targets:
-            manager.socketio.server.disconnect(conn.sid, namespace=conn.namespace)
+            if mode == "kick":
+                server.disconnect(conn.sid, namespace=conn.namespace)
+            else:
+                # Close the underlying connection, as a network failure would: clients reconnect.
+                eio_sid = server.manager.eio_sid_from_sid(conn.sid, conn.namespace)
+                if eio_sid is not None:
+                    server.eio.disconnect(eio_sid)
         manager.counters["admin_disconnects"] += len(targets)
         return jsonify({"ok": True, "disconnected": [c.sid for c in targets], "by": identity.user_id})
 

@@ -147,6 +147,7 @@ class SocketManager:
         except KeyError:
             self.transport = SocketIOTransport()
             self.bus.add_transport(self.transport)
+        self.bus.serve()
         if not config.websocket_enabled:
             log.info("WEBSOCKET_ENABLED=false: HTTP API only, Socket.IO is off")
             self.bus.start()
@@ -166,6 +167,8 @@ class SocketManager:
             "ping_timeout": 20,
         }
         if config.redis_url:
+            # Socket.IO emits made outside the bus (an app's own socketio.emit, disconnects)
+            # reach every server; bus events travel the ordered Redis fan-out stream instead.
             options["message_queue"] = config.redis_url
         options.update(self._options)
         self.socketio = SocketIO(app, **options)
@@ -321,6 +324,8 @@ class SocketManager:
         for t in transports:
             if t["health"].get("status") in ("degraded", "down"):
                 worst = "degraded"
+        if bus_status["redis"] is not None and bus_status["redis"]["status"] != "ok":
+            worst = "degraded"
         all_latencies = next((t["latency_ms"] for t in transports if t["name"] == "socketio"), {})
         return {
             "status": worst if self.enabled else "disabled",
@@ -338,6 +343,8 @@ class SocketManager:
             "counters": {**bus_status["counters"], **self.counters},
             "refusals": dict(self.refusals),
             "history": bus_status["history"],
+            "role": bus_status["role"],
+            "redis": bus_status["redis"],
             "plugins": bus_status["plugins"],
             "plugin_failures": bus_status["plugin_failures"],
             "uptime_s": round(time.time() - self.started_at, 1),

@@ -97,6 +97,18 @@ class EventBusCollector:
         for name, value in sorted(manager.counters.items()):
             server.add_metric([name], value)
         yield server
+        redis = bus.redis
+        if redis is not None:
+            up_redis = GaugeMetricFamily("eventbus_redis_up", "1 when Redis answers, 0 while degraded")
+            up_redis.add_metric([], 1.0 if redis.state == "ok" else 0.0)
+            yield up_redis
+            buffered = GaugeMetricFamily("eventbus_redis_buffered", "Events waiting for Redis")
+            buffered.add_metric([], len(redis.pending))
+            yield buffered
+            redis_counters = CounterMetricFamily("eventbus_redis", "Redis stream outcomes", labels=["outcome"])
+            for name, value in sorted(redis.counters.items()):
+                redis_counters.add_metric([name], value)
+            yield redis_counters
         auth = CounterMetricFamily("eventbus_auth_failures", "Refused Socket.IO and HTTP authentications")
         auth.add_metric([], manager.counters.get("auth_failures", 0) + manager.counters.get("http_auth_failures", 0))
         yield auth

@@ -118,14 +118,17 @@ class EventBusNamespace(Namespace):
             manager.auth_failed(self.namespace, exc, environ)
             raise Refused(exc) from None
         conn = manager.connected(request.sid, self.namespace, identity, environ)
-        if self.default_room:
-            manager.join(conn, self.default_room)
         resume = auth.get("resume")
+        resumed_rooms = resume.get("rooms") if isinstance(resume, dict) else None
+        if self.default_room and not (isinstance(resumed_rooms, dict) and self.default_room in resumed_rooms):
+            manager.join(conn, self.default_room)
         if isinstance(resume, dict):
             try:
                 manager.resume(conn, resume)
             except (ClientError, InvalidEventError) as exc:
                 log.info("resume in connect refused sid=%s: %s", request.sid, exc)
+                if self.default_room and self.default_room not in conn.rooms:
+                    manager.join(conn, self.default_room)
 
     def on_disconnect(self, reason: Any = None) -> None:
         self.manager.disconnected(request.sid, reason)

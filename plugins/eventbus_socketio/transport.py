@@ -36,6 +36,7 @@ class JoinResult:
 
 class SocketIOTransport(Transport):
     name = "socketio"
+    fanout = True
 
     def __init__(self) -> None:
         self.server: Any = None  # socketio.Server, set by SocketManager.attach
@@ -60,10 +61,25 @@ class SocketIOTransport(Transport):
             envelope = event.to_dict()
             emit = self.server.emit
             for namespace, room in self.bus.registry.deliveries(event):
-                emit(event.type, envelope, namespace=namespace, to=room)
+                # Local clients only: with Redis, every server reads the fan-out stream itself.
+                emit(event.type, envelope, namespace=namespace, to=room, ignore_queue=True)
                 self.emits += 1
         if event.seq is not None:
             self.last_sent[event.room] = event.seq
+
+    def epoch_changed(self, epoch: str) -> None:
+        """Tell every room this server serves to resync: its seq numbering starts again."""
+        rooms = self.last_sent
+        self.last_sent = {}
+        if self.server is None:
+            return
+        joined = self.server.manager.rooms
+        for room in rooms:
+            for namespace, by_room in list(joined.items()):
+                if room in by_room:
+                    self.resyncs += 1
+                    self.server.emit("resync_required", {"room": room, "epoch": epoch, "latest_seq": 0},
+                                     namespace=namespace, to=room, ignore_queue=True)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -114,11 +130,11 @@ class SocketIOTransport(Transport):
         if (epoch is not None and epoch != history.epoch) or not found.complete:
             self.resyncs += 1
             result.resync = {"room": room, "epoch": history.epoch, "latest_seq": sent}
-            server.emit("resync_required", result.resync, namespace=namespace, to=sid)
+            server.emit("resync_required", result.resync, namespace=namespace, to=sid, ignore_queue=True)
             return
         for event in found.events:
             if event.seq is None or event.seq > sent:
                 break
-            server.emit(event.type, event.to_dict(), namespace=namespace, to=sid)
+            server.emit(event.type, event.to_dict(), namespace=namespace, to=sid, ignore_queue=True)
             result.replayed += 1
         self.replayed += result.replayed
