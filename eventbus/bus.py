@@ -156,6 +156,10 @@ class EventBus:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self, timeout: float = 5.0) -> bool:
         """Disconnect from signals and drain every transport within ``timeout`` seconds in
         all. Returns True when nothing was abandoned."""

@@ -64,6 +64,14 @@ def _parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return text
 
 
+def _parse_secret(name: str, value: Any) -> str:
+    text = str(value)
+    if len(text) < 32:
+        raise ConfigError(f"{name}: expected at least 32 characters (HS256 needs a 256-bit key), "
+                          f"got {len(text)}; or unset it to have one generated")
+    return text
+
+
 def _parse_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]
@@ -126,6 +134,7 @@ class Config:
     client_rate: float = 20.0  # client events per second per connection
     client_burst: int = 40
     typing_interval: float = 1.0  # at most one typing_indicator per user and room per interval
+    batch_window_ms: float = 0.0  # > 0: clients that ask for batches get `events` packets
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -196,7 +205,7 @@ class Config:
                 setattr(cfg, attr, parse(names[0], raw))
 
         ident = lambda n, v: str(v)  # noqa: E731
-        setv("secret_key", ("EVENTBUS_SECRET_KEY",), ident)
+        setv("secret_key", ("EVENTBUS_SECRET_KEY",), _parse_secret)
         setv("host", ("EVENTBUS_HOST",), ident)
         setv("port", ("EVENTBUS_PORT",), lambda n, v: _parse_int(n, v, 0, 65535))
         setv("websocket_enabled", ("WEBSOCKET_ENABLED",),
@@ -204,7 +213,7 @@ class Config:
         setv("allow_any_origin", ("EVENTBUS_ALLOW_ANY_ORIGIN",),
              lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
         setv("cors_origins", ("WEBSOCKET_CORS_ORIGINS",), lambda n, v: _parse_list(v))
-        setv("async_mode", ("WEBSOCKET_ASYNC_MODE", "EVENTBUS_ASYNC_MODE"),
+        setv("async_mode", ("WEBSOCKET_ASYNC_MODE",),
              lambda n, v: _parse_choice(n, v, ASYNC_MODES))
         setv("redis_url", ("EVENTBUS_REDIS_URL",), ident)
         setv("history_size", ("EVENTBUS_HISTORY_SIZE",), lambda n, v: _parse_int(n, v, 1))
@@ -225,6 +234,7 @@ class Config:
         setv("client_rate", ("EVENTBUS_CLIENT_RATE",), lambda n, v: _parse_float(n, v, 0.1))
         setv("client_burst", ("EVENTBUS_CLIENT_BURST",), lambda n, v: _parse_int(n, v, 1))
         setv("typing_interval", ("EVENTBUS_TYPING_INTERVAL",), lambda n, v: _parse_float(n, v, 0))
+        setv("batch_window_ms", ("EVENTBUS_BATCH_WINDOW_MS",), lambda n, v: _parse_float(n, v, 0))
 
         raw_load = env.get("EVENTBUS_LOAD_PLUGINS")
         if raw_load is None and "LOAD_PLUGINS" in file_values:

@@ -23,7 +23,7 @@ from eventbus.identity import AuthError, Identity
 
 from .namespaces import NAMESPACE_CLASSES, ClientError
 from .presence import Presence
-from .transport import SocketIOTransport
+from .transport import SocketIOTransport, physical_room
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -66,6 +66,7 @@ class Connection:
     bucket: TokenBucket
     connected_at: float = field(default_factory=time.time)
     rooms: set[str] = field(default_factory=set)
+    batched: bool = False  # receives `events` packets (lists of envelopes)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Connection:
             "transport": self.transport,
             "connected_at": self.connected_at,
             "rooms": sorted(self.rooms),
+            "batched": self.batched,
         }
 
 
@@ -179,6 +181,8 @@ class SocketManager:
             log.warning("the bus was started before init_app; its workers are OS threads, "
                         "not %s tasks", config.async_mode)
         self.bus.start(spawn=self.socketio.start_background_task)
+        if config.batch_window_ms > 0:
+            self.socketio.start_background_task(self.transport.batch_timer)
         return self.socketio
 
     # -- auth -----------------------------------------------------------------------
@@ -207,11 +211,13 @@ class SocketManager:
             raise ClientError(f"{conn.identity.user_id} may not {action} in {room}", code="forbidden")
 
     # -- connections ----------------------------------------------------------------
-    def connected(self, sid: str, namespace: str, identity: Identity, environ: dict[str, Any]) -> Connection:
+    def connected(self, sid: str, namespace: str, identity: Identity, environ: dict[str, Any],
+                  batched: bool = False) -> Connection:
         config = self.config
         conn = Connection(sid, namespace, identity, _remote(environ),
                           environ.get("HTTP_UPGRADE", "polling").lower() or "polling",
-                          TokenBucket(config.client_rate, config.client_burst))
+                          TokenBucket(config.client_rate, config.client_burst),
+                          batched=batched and config.batch_window_ms > 0)
         self.active_connections[sid] = conn
         self.counters["connects"] += 1
         log.info("connect %s", _kv(sid=sid, user=identity.user_id, namespace=namespace,
@@ -243,7 +249,8 @@ class SocketManager:
         if epoch is not None and not isinstance(epoch, str):
             raise ClientError("epoch must be a string", code="invalid_payload")
         first = self.presence.add(conn.namespace, room, conn.identity.user_id, conn.sid)
-        result = self.transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch)
+        result = self.transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch,
+                                     batched=conn.batched)
         if result.error:
             self.presence.remove(conn.namespace, room, conn.identity.user_id, conn.sid)
             raise RuntimeError(result.error)
@@ -263,7 +270,7 @@ class SocketManager:
     def leave(self, conn: Connection, room: str) -> dict[str, Any]:
         if room not in conn.rooms:
             raise ClientError(f"not in room {room!r}", code="not_in_room")
-        self.socketio.server.leave_room(conn.sid, room, namespace=conn.namespace)
+        self.socketio.server.leave_room(conn.sid, physical_room(room, conn.batched), namespace=conn.namespace)
         self._left(conn, room)
         log.info("leave %s", _kv(sid=conn.sid, user=conn.identity.user_id,
                                  namespace=conn.namespace, room=room))

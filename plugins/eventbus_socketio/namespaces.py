@@ -117,7 +117,8 @@ class EventBusNamespace(Namespace):
         except AuthError as exc:
             manager.auth_failed(self.namespace, exc, environ)
             raise Refused(exc) from None
-        conn = manager.connected(request.sid, self.namespace, identity, environ)
+        conn = manager.connected(request.sid, self.namespace, identity, environ,
+                                 batched=auth.get("batch") is True)
         resume = auth.get("resume")
         resumed_rooms = resume.get("rooms") if isinstance(resume, dict) else None
         if self.default_room and not (isinstance(resumed_rooms, dict) and self.default_room in resumed_rooms):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from eventbus.events import Event
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
     from eventbus.transport import TransportWorker
 
 log = logging.getLogger("eventbus.socketio")
+
+#: Clients that asked for batches (``auth: {batch: true}``) sit in ``<room>#batch``.
+BATCH_SUFFIX = "#batch"
+
+
+def physical_room(room: str, batched: bool) -> str:
+    return room + BATCH_SUFFIX if batched else room
 
 
 class JoinResult:
@@ -44,8 +52,12 @@ class SocketIOTransport(Transport):
         self.worker: TransportWorker | None = None
         self.last_sent: dict[str, int] = {}
         self.emits = 0
+        self.batches = 0
         self.replayed = 0
         self.resyncs = 0
+        self.batch_window = 0.0
+        self._pending: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._pending_since = 0.0
 
     def attach(self, server: Any) -> None:
         self.server = server
@@ -53,19 +65,54 @@ class SocketIOTransport(Transport):
     def start(self, bus: EventBus) -> None:
         self.bus = bus
         self.worker = next(w for w in bus.workers if w.transport is self)
+        self.batch_window = bus.config.batch_window_ms / 1000.0
 
     def send(self, event: Event) -> None:
         # Without a server (an agent-only process) events still pass, so last_sent
         # always matches the stream.
         if self.server is not None:
-            envelope = event.to_dict()
-            emit = self.server.emit
+            rooms = self.server.manager.rooms
+            envelope = None
             for namespace, room in self.bus.registry.deliveries(event):
-                # Local clients only: with Redis, every server reads the fan-out stream itself.
-                emit(event.type, envelope, namespace=namespace, to=room, ignore_queue=True)
-                self.emits += 1
+                members = rooms.get(namespace)
+                if not members:
+                    continue
+                if members.get(room):
+                    if envelope is None:
+                        envelope = event.to_dict()
+                    # Local clients only: with Redis, every server reads the fan-out stream.
+                    # The packet is encoded once for the whole room.
+                    self.server.emit(event.type, envelope, namespace=namespace, to=room, ignore_queue=True)
+                    self.emits += 1
+                if self.batch_window and members.get(room + BATCH_SUFFIX):
+                    if envelope is None:
+                        envelope = event.to_dict()
+                    if not self._pending:
+                        self._pending_since = time.monotonic()
+                    self._pending.setdefault((namespace, room + BATCH_SUFFIX), []).append(envelope)
+            if self._pending and time.monotonic() - self._pending_since >= self.batch_window:
+                self.flush_batches()
         if event.seq is not None:
             self.last_sent[event.room] = event.seq
+
+    def flush_batches(self) -> None:
+        """Send each room's waiting envelopes as one ``events`` packet (a list)."""
+        pending, self._pending = self._pending, {}
+        for (namespace, room), envelopes in pending.items():
+            self.server.emit("events", envelopes, namespace=namespace, to=room, ignore_queue=True)
+            self.batches += 1
+
+    def batch_timer(self) -> None:
+        """Flush batches when no further event arrives within the window (runs while the
+        bus runs; the flush itself happens in the worker, between events)."""
+        while not self.bus.closed:
+            time.sleep(self.batch_window)
+            if self._pending and time.monotonic() - self._pending_since >= self.batch_window:
+                self.worker.call_soon(self._flush_if_due)
+
+    def _flush_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._pending_since >= self.batch_window:
+            self.flush_batches()
 
     def epoch_changed(self, epoch: str) -> None:
         """Tell every room this server serves to resync: its seq numbering starts again."""
@@ -85,13 +132,14 @@ class SocketIOTransport(Transport):
         return {
             "status": "ok" if self.server is not None else "idle",
             "emits": self.emits,
+            "batches": self.batches,
             "replayed": self.replayed,
             "resyncs": self.resyncs,
         }
 
     # -- joins, in stream order -----------------------------------------------------
     def join(self, sid: str, namespace: str, room: str, after: int | None = None,
-             epoch: str | None = None, timeout: float = 10.0,
+             epoch: str | None = None, timeout: float = 10.0, batched: bool = False,
              on_joined: Callable[[], None] | None = None) -> JoinResult:
         """Put ``sid`` in ``room`` at the current point of the stream. With ``after``
         (the last seq the client saw), first replay what it missed, or tell it to resync
@@ -100,7 +148,7 @@ class SocketIOTransport(Transport):
 
         def run() -> None:
             try:
-                self._join_now(sid, namespace, room, after, epoch, result)
+                self._join_now(sid, namespace, room, after, epoch, result, batched)
                 if on_joined is not None:
                     on_joined()
             except Exception as exc:  # noqa: BLE001
@@ -118,9 +166,11 @@ class SocketIOTransport(Transport):
         return result
 
     def _join_now(self, sid: str, namespace: str, room: str, after: int | None,
-                  epoch: str | None, result: JoinResult) -> None:
+                  epoch: str | None, result: JoinResult, batched: bool = False) -> None:
         server = self.server
-        server.enter_room(sid, room, namespace=namespace)
+        if batched and self._pending:
+            self.flush_batches()  # the replay below must not overtake what is waiting
+        server.enter_room(sid, physical_room(room, batched and bool(self.batch_window)), namespace=namespace)
         history = self.bus.history
         sent = self.last_sent.get(room, 0)
         result.seq = sent

@@ -362,3 +362,29 @@ def test_event_hook_redacts_before_clients_see_it(make_app: Any) -> None:
     inbox = Inbox(connect(app, manager, "/monitoring"), "/monitoring")
     manager.bus.emit("tool_executed", {"tool": "http", "api_key": "secret"})
     assert inbox.wait("tool_executed")[0]["data"]["api_key"] == "***"
+
+
+def test_batched_clients_get_event_lists_and_stock_clients_single_events(make_app: Any) -> None:
+    app, manager = make_app(batch_window_ms=20)
+    stock = Inbox(connect(app, manager, "/monitoring", user="stock"), "/monitoring")
+    batched_client = connect(app, manager, "/monitoring", user="fast",
+                             auth={"token": token("fast"), "batch": True})
+    batched = Inbox(batched_client, "/monitoring")
+    for i in range(50):
+        manager.bus.emit("tool_executed", {"i": i})
+    assert [e["data"]["i"] for e in stock.wait("tool_executed", 50)] == list(range(50))
+    deadline = time.monotonic() + 5
+    while sum(len(b) for b in batched.events("events")) < 50 + 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    unpacked = [e for batch in batched.events("events") for e in batch if e["type"] == "tool_executed"]
+    assert [e["data"]["i"] for e in unpacked] == list(range(50))
+    assert batched.events("tool_executed") == []  # nothing per event for the batched client
+    assert len(batched.events("events")) < 50
+    assert manager.transport.health()["batches"] >= 1
+
+
+def test_batch_flag_is_ignored_when_batching_is_off(app_manager: Any) -> None:
+    app, manager = app_manager
+    client = Inbox(connect(app, manager, "/monitoring", auth={"token": token(), "batch": True}), "/monitoring")
+    manager.bus.emit("tool_executed", {"i": 1})
+    assert client.wait("tool_executed")[0]["data"] == {"i": 1}
