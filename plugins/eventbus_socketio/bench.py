@@ -42,6 +42,7 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--clients", default=None, help="Client counts for the latency table, e.g. 10,100.")
 @click.option("--rates", default=None, help="Offered deliveries/s (events/s x clients), e.g. 1000,5000.")
 @click.option("--ladder", default=None, help="Offered deliveries/s steps for the sustained search ('' = skip).")
+@click.option("--ladder-clients", type=int, default=None, help="Clients during the sustained search (default 100).")
 @click.option("--duration", type=float, default=None, help="Seconds per measured run.")
 @click.option("--memory", "memory_connections", default=None,
               help="Idle connection counts for memory per connection, e.g. 1000,5000,10000 ('' = skip).")
@@ -55,6 +56,7 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--no-flask", is_flag=True, help="Skip the plain Flask-SocketIO baseline.")
 @click.option("--http-seconds", type=float, default=None, help="Seconds of HTTP publish load (0 = skip).")
 @click.option("--webhook-events", type=int, default=None, help="Events for the webhook run (0 = skip).")
+@click.option("--webhook-endpoints", default=None, help="Receiver counts for the webhook runs, e.g. 1,4.")
 @click.option("--redis-url", default=None, help="Redis database for the scale-out run ('' = skip); "
               "it is flushed (default redis://127.0.0.1:6379/14, not in --quick).")
 @click.option("--profile", "profile_dir", default=None, type=click.Path(file_okay=False),
@@ -65,9 +67,10 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write every result as JSON.")
 @click.option("--bench-dir", default=None, help="The benchmarks/ folder (found automatically in a checkout).")
 def bench_command(quick: bool, modes: str | None, clients: str | None, rates: str | None, ladder: str | None,
-                  duration: float | None, memory_connections: str | None, generator: str, workers: int,
+                  ladder_clients: int | None, duration: float | None, memory_connections: str | None, generator: str, workers: int,
                   batch_window_ms: int, no_batched: bool, no_node: bool, no_flask: bool,
-                  http_seconds: float | None, webhook_events: int | None, redis_url: str | None,
+                  http_seconds: float | None, webhook_events: int | None, webhook_endpoints: str | None,
+                  redis_url: str | None,
                   profile_dir: str | None, soak: bool, soak_connections: int, soak_seconds: float,
                   output: str | None, bench_dir: str | None) -> None:
     """Measure Socket.IO delivery against plain Flask-SocketIO and Node Socket.IO baselines."""
@@ -76,7 +79,8 @@ def bench_command(quick: bool, modes: str | None, clients: str | None, rates: st
     overrides = {
         "modes": modes.split(",") if modes else None, "clients": _ints(clients), "rates": _ints(rates),
         "ladder": _ints(ladder), "duration": duration, "memory_connections": _ints(memory_connections),
-        "http_seconds": http_seconds, "webhook_events": webhook_events,
+        "http_seconds": http_seconds, "webhook_events": webhook_events, "ladder_clients": ladder_clients,
+        "webhook_endpoints": _ints(webhook_endpoints),
     }
     for key, value in overrides.items():
         if value is not None:
