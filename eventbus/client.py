@@ -93,6 +93,8 @@ class EventBusClient:
         (python-socketio does not).
     :param socket: a ``socketio.Client``-like object (tests); built on :meth:`connect` otherwise.
     :param session: a ``requests.Session`` for history fetches.
+    :param batch: ask for `events` packets (lists of envelopes) when the server batches
+        (``EVENTBUS_BATCH_WINDOW_MS``); handlers still get one envelope at a time.
 
     Handlers run one at a time, in delivery order, on the client's dispatch thread.
     """
@@ -102,8 +104,10 @@ class EventBusClient:
                  on_state_change: Handler | None = None, on_error: Handler | None = None,
                  ack_timeout: float = 10.0, gap_timeout: float = 1.0, reconnect_delay: float = 0.5,
                  reconnect_delay_max: float = 10.0, reconnect_on_server_disconnect: bool = True,
-                 transports: Iterable[str] = ("websocket",), socket: Any = None, session: Any = None):
+                 transports: Iterable[str] = ("websocket",), socket: Any = None, session: Any = None,
+                 batch: bool = False):
         self.url = url.rstrip("/")
+        self.batch = batch
         self.namespace = namespace
         self._token = token
         self._on_resync = on_resync
@@ -254,7 +258,10 @@ class EventBusClient:
     # -- connection lifecycle -----------------------------------------------------------
     def _auth(self) -> dict[str, Any]:
         token = self._token() if callable(self._token) else self._token
-        return {"token": token} if token else {}
+        auth: dict[str, Any] = {"token": token} if token else {}
+        if self.batch:
+            auth["batch"] = True  # the server may then send `events` lists; unpacked below
+        return auth
 
     def _connected(self) -> bool:
         return self.state == "connected" and self._sio is not None and bool(getattr(self._sio, "connected", False))

@@ -59,12 +59,15 @@ export class EventBusClient {
    * @param {boolean}  [options.reconnectOnServerDisconnect] reconnect after the server closed the
    *                                        namespace (socket.io-client does not; default true)
    * @param {boolean}  [options.autoConnect] connect now (default true)
+   * @param {boolean}  [options.batch]       ask for `events` packets (lists of envelopes) when
+   *                                        the server batches (EVENTBUS_BATCH_WINDOW_MS); handlers
+   *                                        still get one envelope at a time (default false)
    */
   constructor(options) {
     const {
       url, namespace = "/monitoring", token, rooms = [], onResync, onStateChange, onError,
       fetch, io = defaultIo, socketOptions = {}, ackTimeout = 10000, gapTimeout = 500,
-      reconnectOnServerDisconnect = true, autoConnect = true,
+      reconnectOnServerDisconnect = true, autoConnect = true, batch = false,
     } = options || {};
     if (!url) throw new TypeError("EventBusClient: url is required");
     this.url = url.replace(/\/+$/, "");
@@ -95,7 +98,7 @@ export class EventBusClient {
       autoConnect: false,
       auth: (cb) => {
         Promise.resolve(this._currentToken()).then(
-          (tok) => cb({ token: tok }),
+          (tok) => cb(batch ? { token: tok, batch: true } : { token: tok }),
           (err) => { this._error(err); cb({}); },
         );
       },

@@ -208,3 +208,30 @@ def test_tail_prints_events(server: ServerProcess) -> None:
         proc.kill()
     lines = [json.loads(line) for line in out.splitlines()]
     assert [e["id"] for e in lines] == [first["id"], second["id"]]
+
+
+def test_dropped_connection_reconnects_and_kick_does_not(server: ServerProcess) -> None:
+    """``mode: drop`` closes the transport as a network failure would; stock clients come
+    back by themselves. ``kick`` is final."""
+    connects: list[float] = []
+    sio = socketio.Client(reconnection=True, reconnection_delay=0.1, reconnection_delay_max=0.5)
+    sio.on("connect", lambda: connects.append(time.monotonic()), namespace="/monitoring")
+    sio.connect(server.url, namespaces=["/monitoring"], auth={"token": server.token("roamer")},
+                transports=["websocket"], wait_timeout=10)
+    admin = {"Authorization": f"Bearer {server.token()}"}
+    try:
+        wait_until(lambda: len(connects) == 1, 10, message="first connect")
+        dropped = requests.post(f"{server.url}/api/connections/disconnect",
+                                json={"user_id": "roamer", "mode": "drop"}, headers=admin, timeout=5).json()
+        assert len(dropped["disconnected"]) == 1
+        wait_until(lambda: len(connects) == 2, 15, message="automatic reconnect after a drop")
+        kicked = requests.post(f"{server.url}/api/connections/disconnect",
+                               json={"user_id": "roamer"}, headers=admin, timeout=5).json()
+        assert len(kicked["disconnected"]) == 1
+        wait_until(lambda: server.status()["namespaces"]["/monitoring"] == 0, 10, message="kicked")
+        bad = requests.post(f"{server.url}/api/connections/disconnect",
+                            json={"user_id": "roamer", "mode": "explode"}, headers=admin, timeout=5)
+        assert bad.status_code == 400
+        assert len(connects) == 2
+    finally:
+        sio.disconnect()
