@@ -229,7 +229,9 @@ def test_chat_round_trip_and_presence(server: ServerProcess, node: Callable[...,
     assert left["seq"] > reply["seq"]
 
 
-def test_helper_reconnects_and_ends_contiguous(server: ServerProcess, node: Callable[..., NodeScript]) -> None:
+@pytest.mark.parametrize("mode", ["kick", "drop"])  # a server-side disconnect; a killed transport
+def test_helper_reconnects_and_ends_contiguous(server: ServerProcess, node: Callable[..., NodeScript],
+                                               mode: str) -> None:
     client = node("helper_client.mjs", server.url, server.token("watcher", ()), "/monitoring")
     client.wait_kind("state", state="connected")
     first = server.publish("agent_started", {"agent_name": "a", "details": {"n": 0}})
@@ -238,8 +240,8 @@ def test_helper_reconnects_and_ends_contiguous(server: ServerProcess, node: Call
     admin = {"Authorization": f"Bearer {server.token()}"}
     for n in range(1, 11):
         server.publish("agent_started", {"agent_name": "a", "details": {"n": n}})
-    response = requests.post(f"{server.url}/api/connections/disconnect", json={"user_id": "watcher"},
-                             headers=admin, timeout=10)
+    response = requests.post(f"{server.url}/api/connections/disconnect",
+                             json={"user_id": "watcher", "mode": mode}, headers=admin, timeout=10)
     assert response.status_code == 200 and len(response.json()["disconnected"]) == 1, response.text
     client.wait_kind("state", state="reconnecting")
     for n in range(11, 31):  # while the client is away

@@ -56,7 +56,8 @@ def assert_contiguous(events: list[dict[str, Any]]) -> None:
     assert len({e["id"] for e in events}) == len(events)
 
 
-def test_resume_after_server_disconnect_while_events_flow(server: ServerProcess, make_client) -> None:
+@pytest.mark.parametrize("mode", ["kick", "drop"])  # a server-side disconnect; a killed transport
+def test_resume_after_server_disconnect_while_events_flow(server: ServerProcess, make_client, mode: str) -> None:
     client, seen = make_client(server, "pywatcher")
     client.connect()
     admin = {"Authorization": f"Bearer {server.token()}"}
@@ -75,7 +76,8 @@ def test_resume_after_server_disconnect_while_events_flow(server: ServerProcess,
     thread.start()
     try:
         client.wait_for(lambda: len(seen.numbers()) >= 10, timeout=20)
-        response = requests.post(f"{server.url}/api/connections/disconnect", json={"user_id": "pywatcher"},
+        response = requests.post(f"{server.url}/api/connections/disconnect",
+                                 json={"user_id": "pywatcher", "mode": mode},
                                  headers=admin, timeout=10)
         assert len(response.json()["disconnected"]) == 1, response.text
         client.wait_for(lambda: "reconnecting" in seen.states, timeout=10)
