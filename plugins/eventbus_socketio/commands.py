@@ -187,9 +187,8 @@ def format_event(envelope: dict[str, Any], category: str | None = None, colour: 
 @click.option("--count", type=int, default=None, help="Exit after this many events.")
 def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types: tuple[str, ...],
                  token: str | None, as_json: bool, count: int | None) -> None:
-    """Print events live as a client sees them."""
-    import socketio
-
+    """Print events live as a client sees them: in seq order, resuming after a reconnect."""
+    from eventbus.client import EventBusClient, EventBusClientError
     from eventbus.events import EventRegistry
 
     config: Config = _state().config
@@ -198,37 +197,28 @@ def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types:
     colour = sys.stdout.isatty() and not as_json
     seen = 0
     done = threading.Event()
-    client = socketio.Client(reconnection=True)
 
     def wanted(event_type: str) -> bool:
         return not types or any(fnmatch.fnmatchcase(event_type, pattern) for pattern in types)
 
-    def on_any(event: str, *args: Any) -> None:
+    def on_any(event_type: str, envelope: dict[str, Any]) -> None:
         nonlocal seen
-        if event in ("resync_required", "error"):
-            click.echo(f"# {event}: {json.dumps(args[0] if args else None)}", err=True)
+        if not wanted(event_type):
             return
-        if not args or not isinstance(args[0], dict) or not wanted(event):
-            return
-        envelope = args[0]
-        category = registry.get(event).category if event in registry else None
+        category = registry.get(event_type).category if event_type in registry else None
         click.echo(json.dumps(envelope) if as_json else format_event(envelope, category, colour))
         seen += 1
         if count is not None and seen >= count:
             done.set()
 
-    def on_connect() -> None:
-        for room in rooms:
-            client.emit("join_room", {"room": room}, namespace=namespace,
-                        callback=lambda ack, room=room: ack.get("ok") or click.echo(
-                            f"# join {room} refused: {ack.get('error')}", err=True))
-
-    client.on("*", on_any, namespace=namespace)
-    client.on("connect", on_connect, namespace=namespace)
+    client = EventBusClient(base, namespace, token=_default_token(config, token, ["admin"]), rooms=rooms,
+                            on_resync=lambda info: click.echo(f"# resync: {json.dumps(info)}", err=True),
+                            on_error=lambda error: click.echo(f"# error: {error}", err=True))
+    client.on("*", on_any)
     try:
-        client.connect(base, namespaces=[namespace], transports=["websocket"],
-                       auth={"token": _default_token(config, token, ["admin"])}, wait_timeout=10)
-    except socketio.exceptions.ConnectionError as exc:
+        client.connect(timeout=10)
+    except EventBusClientError as exc:
+        client.close()
         raise click.ClickException(f"cannot connect to {base}{namespace}: {exc}") from None
     click.echo(f"# connected to {base}{namespace}", err=True)
     try:
@@ -237,4 +227,4 @@ def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types:
     except KeyboardInterrupt:
         pass
     finally:
-        client.disconnect()
+        client.close()

@@ -162,10 +162,12 @@ def register_http(app: Flask, manager: SocketManager) -> None:
             if mode == "kick":
                 server.disconnect(conn.sid, namespace=conn.namespace)
             else:
-                # Close the underlying connection, as a network failure would: clients reconnect.
+                # Cut the connection without a goodbye, as a network failure would: clients
+                # see "transport close" and reconnect by themselves.
                 eio_sid = server.manager.eio_sid_from_sid(conn.sid, conn.namespace)
-                if eio_sid is not None:
-                    server.eio.disconnect(eio_sid)
+                socket = server.eio.sockets.pop(eio_sid, None) if eio_sid is not None else None
+                if socket is not None:
+                    socket.close(wait=False, abort=True)
         manager.counters["admin_disconnects"] += len(targets)
         return jsonify({"ok": True, "disconnected": [c.sid for c in targets], "by": identity.user_id})
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import socketio
 
 from eventbus.testing import wait_until
 
+from .ordered import ordered_client
 from .server import ServerProcess, free_port
 
 APPS = Path(__file__).parent / "apps"
@@ -79,7 +79,7 @@ class ResumingClient:
         self.resyncs += 1
 
     def connect(self, server: ServerProcess) -> None:
-        sio = socketio.Client(reconnection=False)
+        sio = ordered_client(reconnection=False)
         sio.on("resync_required", self._on_resync, namespace="/monitoring")
         sio.on("*", lambda name, *args: self._on_event(args[0]) if args and isinstance(args[0], dict)
                and "seq" in args[0] else None, namespace="/monitoring")

@@ -16,6 +16,7 @@ import socketio
 
 from eventbus.testing import wait_until
 
+from .ordered import ordered_client
 from .server import ServerProcess
 
 APPS = Path(__file__).parent / "apps"
@@ -28,7 +29,7 @@ class Client:
         self.namespace = namespace
         self.events: list[tuple[str, Any]] = []
         self.errors: list[Any] = []
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = ordered_client(reconnection=False)
         self.sio.on("*", lambda event, *args: self.events.append((event, args[0] if args else None)),
                     namespace=namespace)
         self.sio.on("connect_error", self.errors.append, namespace=namespace)
@@ -66,9 +67,11 @@ def test_refusal_codes(server: ServerProcess, clients: Callable[..., Client]) ->
     expired = clients(server.url, "/monitoring", server.token(ttl=-60))
     not_admin = clients(server.url, "/admin", server.token("bob", ("publisher",)))
     for client, code in ((none, "unauthorized"), (expired, "token_expired"), (not_admin, "forbidden")):
-        wait_until(lambda: client.errors, 10, message=f"connect_error {code}")
+        refusals = lambda: [e for e in client.errors if isinstance(e, dict)]  # noqa: E731
+        wait_until(refusals, 10, message=f"connect_error {code}")
         assert not client.sio.connected
-        assert client.errors[0]["code"] == code, client.errors
+        assert refusals()[0]["code"] == code, client.errors
+        assert refusals()[0]["data"] == {"code": code, "message": refusals()[0]["message"]}
     counts = server.status()["refusals"]
     assert counts == {"unauthorized": 1, "token_expired": 1, "forbidden": 1}
 
