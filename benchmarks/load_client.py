@@ -104,7 +104,8 @@ def main() -> None:
         client.on("disconnect", on_disconnect, namespace=namespace)
         try:
             client.connect(cfg["url"], namespaces=[namespace], transports=["websocket"],
-                           auth={"token": cfg["token"]} if cfg.get("token") else None, wait_timeout=30)
+                           auth=({"token": cfg["token"], **({"batch": True} if cfg.get("batch") else {})}
+                                 if cfg.get("token") else None), wait_timeout=30)
             clients.append(client)
         except socketio.exceptions.ConnectionError:
             failed += 1

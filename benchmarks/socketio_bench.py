@@ -40,6 +40,8 @@ BUCKET_BASE = 0.01  # ms, as in the load clients
 BUCKET_STEP = 1.02
 P99_SUSTAINED_MS = 100.0
 P99_BATCHED_MS = 50.0
+#: threading mode runs two to three OS threads per connection; past this it thrashes
+THREADING_MAX_IDLE = 2000
 
 SERVERS = {
     "eventbus": [sys.executable, str(HERE / "bench_server.py")],
@@ -110,14 +112,14 @@ class Generator:
     """``workers`` load-client processes sharing ``clients`` connections to one server."""
 
     def __init__(self, kind: str, url: str, clients: int, token: str | None, workers: int = 1,
-                 namespace: str = "/monitoring", ready_timeout: float = 300.0):
+                 namespace: str = "/monitoring", ready_timeout: float = 300.0, batch: bool = False):
         self.kind = kind
         workers = max(1, min(workers, clients))
         share = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
         self.procs: list[subprocess.Popen[str]] = []
         for n in share:
             cfg = json.dumps({"url": url, "namespace": namespace, "token": token, "clients": n,
-                              "concurrency": 50})
+                              "concurrency": 50, "batch": batch})
             cmd = (["node", str(JS / "load_client.mjs"), cfg] if kind == "node"
                    else [sys.executable, str(HERE / "load_client.py"), cfg])
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -225,8 +227,9 @@ def measure(server: ServerProcess, gen: Generator, deliveries_per_s: float, dura
     run = uuid.uuid4().hex[:8]
     gen.ask({"cmd": "arm", "run": run, "expect": count})
     spy = None
-    if profile is not None and shutil.which("py-spy"):
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(server.proc.pid), "--duration",
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if profile is not None and py_spy:
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(server.proc.pid), "--duration",
                                 str(max(1, int(duration))), "--format", "raw", "--nonblocking",
                                 "--output", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
@@ -269,16 +272,19 @@ def passes(row: dict[str, Any], p99_limit: float) -> bool:
 def ladder(server: ServerProcess, gen: Generator, rates: list[int], duration: float, p99_limit: float,
            log: Callable[[str], None], profile: Path | None = None, bisect: bool = True) -> dict[str, Any]:
     """Step the offered rate up until p99 reaches ``p99_limit``, events are lost or the server
-    falls 10 % behind; one more step halfway (geometric) between the last pass and the fail."""
+    falls 10 % behind (twice in a row); one more step halfway (geometric) between the last pass
+    and the fail."""
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     failed_at: int | None = None
     for rate in rates:
-        row = measure(server, gen, rate, duration)
-        steps.append(row)
-        log(f"#   {rate:>6}/s offered -> {row['achieved']:>6}/s p99 {row['p99_ms']} ms lost {row['lost']}")
-        if passes(row, p99_limit):
-            best = row
+        for attempt in range(2):  # a failing step runs once more: one hiccup of a shared machine
+            row = measure(server, gen, rate, duration)
+            steps.append(row)
+            log(f"#   {rate:>6}/s offered -> {row['achieved']:>6}/s p99 {row['p99_ms']} ms lost {row['lost']}")
+            if passes(row, p99_limit):
+                best = row
+                break
         else:
             failed_at = rate
             break
@@ -330,7 +336,8 @@ def socket_session(kind: str, mode: str, opts: Options, gen_kind: str, workdir: 
     token = server.token() if kind.startswith("eventbus") else None
     try:
         for clients in sorted(set(opts.clients) | {opts.ladder_clients}):
-            with Generator(gen_kind, server.url, clients, token, opts.workers) as gen:
+            with Generator(gen_kind, server.url, clients, token, opts.workers,
+                           batch=kind == "eventbus-batched") as gen:
                 if gen.connected < clients:
                     log(f"#   only {gen.connected}/{clients} clients connected")
                 if clients in opts.clients:
@@ -430,7 +437,8 @@ def memory(kind: str, mode: str, connections: int, opts: Options, gen_kind: str,
             time.sleep(0.5)
             before = rss_kib(server.proc.pid)
             workers = max(opts.workers, math.ceil(connections / 5000))
-            with Generator(gen_kind, server.url, connections, token, workers, ready_timeout=900) as gen:
+            with Generator(gen_kind, server.url, connections, token, workers,
+                           ready_timeout=60 + connections / 20) as gen:
                 time.sleep(opts.settle_s)
                 after = rss_kib(server.proc.pid)
                 connected = gen.connected
@@ -625,8 +633,19 @@ def run(opts: Options) -> dict[str, Any]:
             memory_here = opts.memory_modes is None or mode in opts.memory_modes \
                 or not set(opts.memory_modes) & set(opts.modes) and mode == opts.modes[0]
             for n in opts.memory_connections if memory_here else []:
+                if mode == "threading" and n > THREADING_MAX_IDLE:
+                    results["notes"].append(
+                        f"memory at {n} idle connections skipped in threading mode: each connection holds "
+                        f"OS threads (5000 connections made 13k threads and never finished connecting)")
+                    continue
                 for kind in ["eventbus"] + (["flask-socketio"] if opts.memory_baseline else []):
-                    row = memory(kind, mode, n, opts, gen_kind, workdir)
+                    try:
+                        row = memory(kind, mode, n, opts, gen_kind, workdir)
+                    except Exception as exc:  # noqa: BLE001 - keep the rest of the run
+                        results["notes"].append(f"memory {kind} ({mode}) at {n} idle connections failed: "
+                                                f"{type(exc).__name__}: {exc}")
+                        log(f"# memory {kind} ({mode}) {n} idle: failed ({exc})")
+                        continue
                     results["memory"].append(row)
                     log(f"# memory {kind} ({mode}) {n} idle: {row['kib_per_connection']} KiB each")
         for n in opts.webhook_endpoints:

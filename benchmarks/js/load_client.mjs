@@ -50,7 +50,8 @@ function record(envelope) {
 function openClient() {
   return new Promise((resolve) => {
     const socket = io(cfg.url + (cfg.namespace || "/"), {
-      auth: cfg.token ? { token: cfg.token } : {},
+      // batch: ask eventbus for `events` packets (lists of envelopes) when it batches.
+      auth: cfg.token ? (cfg.batch ? { token: cfg.token, batch: true } : { token: cfg.token }) : {},
       transports: ["websocket"],
       forceNew: true,
       reconnection: false,
