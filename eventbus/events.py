@@ -7,11 +7,12 @@ Socket.IO, webhooks and the log sink.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -254,10 +255,24 @@ class EventRegistry:
         return [primary, *[d for d in spec.also if d != primary]]
 
 
+_stamp_cache: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(ts: float | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as on the wire."""
-    moment = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """ISO-8601 UTC with milliseconds and a ``Z``, as on the wire. The seconds part is
+    formatted once per second (this runs for every event)."""
+    global _stamp_cache
+    if ts is None:
+        ts = time.time()
+    whole = math.floor(ts)
+    micros = round((ts - whole) * 1_000_000)  # rounded as datetime.fromtimestamp does
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    cached_second, prefix = _stamp_cache
+    if whole != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        _stamp_cache = (whole, prefix)
+    return f"{prefix}{micros // 1000:03d}Z"
 
 
 def new_event_id() -> str:

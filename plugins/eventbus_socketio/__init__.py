@@ -42,8 +42,9 @@ def eventbus_register_transports(register: Callable[[Any], None], config: Config
 @hookimpl
 def eventbus_register_commands(cli: click.Group) -> None:
     from .asyncapi import asyncapi_command
+    from .bench import bench_command
     from .commands import emit_command, serve_command, tail_command
     from .demo import demo_command
 
-    for command in (serve_command, emit_command, tail_command, demo_command, asyncapi_command):
+    for command in (serve_command, emit_command, tail_command, demo_command, asyncapi_command, bench_command):
         cli.add_command(command)

@@ -103,8 +103,9 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
 
             run_simple(config.host, config.port, app, threaded=True)
         else:
+            extra = {"max_size": 100_000} if mode == "eventlet" else {}  # eventlet.wsgi caps at 1024
             manager.socketio.run(app, host=config.host, port=config.port, allow_unsafe_werkzeug=True,
-                                 log_output=log_level == "debug")
+                                 log_output=log_level == "debug", **extra)
     finally:
         manager.bus.close()
 

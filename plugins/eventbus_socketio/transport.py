@@ -106,8 +106,9 @@ class SocketIOTransport(Transport):
         """Flush batches when no further event arrives within the window (runs while the
         bus runs; the flush itself happens in the worker, between events)."""
         while not self.bus.closed:
-            time.sleep(self.batch_window)
-            if self._pending and time.monotonic() - self._pending_since >= self.batch_window:
+            due = self._pending_since + self.batch_window if self._pending else 0.0
+            time.sleep(max(0.001, due - time.monotonic()) if due else self.batch_window / 2)
+            if self._pending and time.monotonic() >= self._pending_since + self.batch_window:
                 self.worker.call_soon(self._flush_if_due)
 
     def _flush_if_due(self) -> None:
