@@ -585,7 +585,6 @@ def summarise_profile(path: Path, top: int = 12) -> dict[str, Any]:
         for name in {_frame(f) for f in frames}:
             total_counts[name] += n
     share = lambda c: round(100 * c / samples, 1) if samples else 0.0  # noqa: E731
-    ours = sum(n for name, n in total_counts.items() if "/eventbus" in name and "bench_server" not in name)
     return {"samples": samples,
             "self": [(name, share(n)) for name, n in self_counts.most_common(top)],
             "total": [(name, share(n)) for name, n in total_counts.most_common(top * 2)]}

@@ -26,7 +26,7 @@ from eventbus.events import (
 from eventbus.identity import AuthError
 
 if TYPE_CHECKING:
-    from .manager import Connection, SocketManager
+    from .manager import SocketManager
 
 log = logging.getLogger("eventbus.socketio")
 
@@ -102,7 +102,7 @@ class EventBusNamespace(Namespace):
                           sid, conn.identity.user_id, self.namespace, event)
             self.socketio.server.emit(
                 "error", {"code": "internal_error", "message": f"{event} failed on the server"},
-                to=sid, namespace=self.namespace)
+                to=sid, namespace=self.namespace, ignore_queue=True)
             return error_ack("internal_error", f"{event} failed on the server")
 
     # -- lifecycle ------------------------------------------------------------------

@@ -11,7 +11,6 @@ import sys
 import textwrap
 from importlib.metadata import EntryPoint
 
-import pytest
 from click.testing import CliRunner
 
 import eventbus.plugins

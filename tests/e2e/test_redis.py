@@ -59,7 +59,7 @@ class ResumingClient:
         self.last = 0
         self.epoch: str | None = None
         self.event = event
-        self.sio: socketio.Client | None = None
+        self.sio: Any = None
 
     def _on_event(self, envelope: dict[str, Any]) -> None:
         seq = envelope.get("seq")
