@@ -17,6 +17,7 @@ A Lua script assigns ``seq`` and appends to the room and fan-out streams atomica
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -312,16 +313,30 @@ class RedisLink:
 
         return run
 
+    def _wait_for_pending(self) -> bool:
+        """Block up to a second for buffered events; True when there are some."""
+        if self.pending:
+            return True
+        self._wake.wait(1.0)
+        self._wake.clear()
+        return bool(self.pending)
+
+    def _forget(self, sent: list[tuple[Event, bool, bool]]) -> None:
+        """Remove what was sent from the head of the buffer. The overflow may have dropped
+        some of it meanwhile, so entries are matched by identity, not counted."""
+        done = {id(item) for item in sent}
+        with self._pending_lock:
+            while self.pending and id(self.pending[0]) in done:
+                self.pending.popleft()
+
     def _flush_loop(self) -> None:
         """Producer role: send queued events to the ingest stream."""
         attempt = 0
         while not self._closing:
-            if not self.pending:
-                self._wake.wait(1.0)
-                self._wake.clear()
+            if not self._wait_for_pending():
                 continue
             with self._pending_lock:
-                batch = list(self.pending)[:500]
+                batch = list(itertools.islice(self.pending, 500))
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for event, _keep, _local in batch:
@@ -335,9 +350,7 @@ class RedisLink:
                 continue
             attempt = 0
             self.recovered()
-            with self._pending_lock:
-                for _ in batch:
-                    self.pending.popleft()
+            self._forget(batch)
             self.counters["ingest_sent"] += len(batch)
             self.counters["flushed"] += len(batch)
 
@@ -345,11 +358,10 @@ class RedisLink:
         """Server role: publish events accepted while Redis was away, oldest first."""
         attempt = 0
         while not self._closing:
-            if not self.pending:
-                self._wake.wait(1.0)
-                self._wake.clear()
+            if not self._wait_for_pending():
                 continue
-            event, keep, local = self.pending[0]
+            item = self.pending[0]
+            event, keep, local = item
             try:
                 self._retry_at = 0.0
                 self.publish(event, keep, delivered_locally=local)
@@ -361,8 +373,7 @@ class RedisLink:
                 log.exception("redis refused buffered event %s; dropped", event.id)
                 self.counters["dropped"] += 1
             attempt = 0
-            with self._pending_lock:
-                self.pending.popleft()
+            self._forget([item])
             self.counters["flushed"] += 1
 
     def _sleep(self, seconds: float) -> None:
