@@ -19,6 +19,7 @@ from .events import Event, EventBusError, EventRegistry, check_data
 from .history import MemoryHistory
 from .identity import Identity
 from .plugins import PluginManager, create_plugin_manager
+from .redis_streams import RedisUnavailable  # redis itself is imported only when configured
 from .transport import Spawn, Transport, TransportWorker, spawn_thread
 
 if TYPE_CHECKING:
@@ -272,8 +273,6 @@ class EventBus:
         self.type_counts[event.type] += 1
 
     def _publish_redis(self, event: Event, keep: bool) -> Event:
-        from .redis_streams import RedisUnavailable
-
         redis = self.redis
         assert redis is not None
         if self.role == "producer":

@@ -40,11 +40,6 @@ def cli(ctx: click.Context, verbose: int) -> None:
 def plugins_command(state: CLIState, as_json: bool) -> None:
     """List loaded plugins, where they came from, their hooks and transports."""
     rows = state.pm.describe()
-    transports: list[Any] = []
-
-    def register(transport: Any) -> None:
-        transports.append(transport)
-
     for row in rows:
         plugin = state.pm.get_plugin(row["name"])
         found: list[Any] = []

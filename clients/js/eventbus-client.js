@@ -384,13 +384,7 @@ export class EventBusClient {
   }
 
   _drain(room, st) {
-    while (st.pending.has(st.last + 1)) {
-      const env = st.pending.get(st.last + 1);
-      st.pending.delete(st.last + 1);
-      st.last += 1;
-      this.stats.delivered += 1;
-      this._dispatch(env.type, env);
-    }
+    this._drainQuiet(room, st);
     if (st.pending.size === 0) {
       clearTimeout(st.gapTimer);
       st.gapTimer = null;
