@@ -19,12 +19,13 @@ from .events import Event, EventBusError, EventRegistry, check_data
 from .history import MemoryHistory
 from .identity import Identity
 from .plugins import PluginManager, create_plugin_manager
+from .redact import clean
 from .redis_streams import RedisUnavailable  # redis itself is imported only when configured
 from .transport import Spawn, Transport, TransportWorker, spawn_thread
 
 if TYPE_CHECKING:
     from .history import History
-    from .redis_streams import RedisLink
+    from .redis_streams import IngestRef, RedisLink
 
 log = logging.getLogger("eventbus.bus")
 
@@ -168,10 +169,10 @@ class EventBus:
             return True
         self._closed = True
         self._disconnect_signals()
-        if self.redis is not None:
-            self.redis.close()
-        ok = True
         deadline = time.monotonic() + timeout
+        if self.redis is not None:
+            self.redis.close(timeout)  # waits (bounded) for Redis to take what is buffered
+        ok = True
         for worker in self.workers:
             ok = worker.close(max(0.0, deadline - time.monotonic())) and ok
         return ok
@@ -206,9 +207,9 @@ class EventBus:
             self.emit(event_type, kwargs, source=_source_name(sender), origin="signal", **envelope)
         except EventBusError as exc:
             # The sender is an agent: never raise into it; count and log instead.
-            log.warning("signal %s from %r refused: %s", event_type, sender, exc)
+            log.warning("signal %s from %s refused: %s", clean(event_type), clean(repr(sender)), clean(str(exc)))
         except Exception:  # noqa: BLE001
-            log.exception("signal %s from %r failed", event_type, sender)
+            log.exception("signal %s from %s failed", clean(event_type), clean(repr(sender)))
 
     # -- emitting -------------------------------------------------------------------
     def emit(
@@ -231,7 +232,7 @@ class EventBus:
         try:
             spec = self.registry.get(str(event_type))
             payload = check_data(dict(data) if isinstance(data, Mapping) else data,
-                                 self.config.max_event_bytes)
+                                 self.config.max_event_bytes, max_depth=self.config.max_json_depth)
             event = Event(
                 type=spec.name,
                 data=payload,
@@ -289,8 +290,8 @@ class EventBus:
                 if redis.pending:
                     # Older events still wait for Redis: keep the order by queueing behind them.
                     raise RedisUnavailable("events are still waiting for Redis")
-                if not redis.publish(event, keep, dedupe=event.origin == "remote"):
-                    return event  # already handled by another server (reclaimed entry)
+                if not redis.publish(event, keep):
+                    return event  # published already (the same event id came twice)
                 local_fanout = False
             except RedisUnavailable:
                 # Redis is away: deliver here now, without a seq, and publish later so the
@@ -299,13 +300,16 @@ class EventBus:
                 redis.buffer(event, keep, delivered_locally=True)
                 local_fanout = True
             self._count(event)
-            for worker in self.workers:
-                transport = worker.transport
-                if transport.fanout and not local_fanout:
-                    continue  # reaches this server's clients through the fan-out stream
-                if transport.accepts(event):
-                    worker.submit(event)
+            self._submit_redis(event, local_fanout)
         return event
+
+    def _submit_redis(self, event: Event, local_fanout: bool) -> None:
+        for worker in self.workers:
+            transport = worker.transport
+            if transport.fanout and not local_fanout:
+                continue  # reaches this server's clients through the fan-out stream
+            if transport.accepts(event):
+                worker.submit(event)
 
     def _deliver_fanout(self, event: Event) -> None:
         """An event from the fan-out stream: hand it to the transports that serve every
@@ -320,17 +324,29 @@ class EventBus:
             if worker.transport.fanout:
                 worker.call_soon(lambda t=worker.transport: t.epoch_changed(epoch))
 
-    def _publish_ingested(self, event: Event) -> None:
-        """An agent process's event, taken from the ingest stream by this server."""
+    def _publish_ingested(self, event: Event, ref: IngestRef) -> None:
+        """An agent process's event, taken from an ingest partition by this server.
+
+        Published (once per event id) in the partition's order, or skipped past; never
+        buffered here: while Redis is away the entry waits in its partition, and
+        :class:`~eventbus.redis_streams.RedisUnavailable` tells the ingest loop to retry it."""
+        redis = self.redis
+        assert redis is not None
         if self._event_hook.get_hookimpls():
             if any(result is False for result in self._event_hook(event=event)):
                 self.counters["dropped_by_hook"] += 1
+                redis.skip_ingest(ref)
                 return
         if event.type not in self.registry:
             self.counters["rejected"] += 1
-            log.warning("ingested event %s has unknown type %s; skipped", event.id, event.type)
+            log.warning("ingested event %s has unknown type %s; skipped", clean(event.id), clean(event.type))
+            redis.skip_ingest(ref)
             return
-        self._publish_redis(event, self.registry.get(event.type).history)
+        with self._lock:
+            if not redis.publish(event, self.registry.get(event.type).history, ingest=ref):
+                return  # published already: a resend, or a cursor Redis had lost
+            self._count(event)
+            self._submit_redis(event, local_fanout=False)
 
     # -- auth -----------------------------------------------------------------------
     def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None) -> Identity | None:

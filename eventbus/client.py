@@ -4,7 +4,10 @@ so a reconnect resumes every room with no gap and no duplicate.
 The same protocol as ``clients/js/eventbus-client.js``: after every (re)connect the client
 sends ``resume {rooms: {room: last_seq}, epoch}``; events are delivered strictly in ``seq``
 order, each once; gaps that do not close and ``resync_required`` are filled from
-``GET /api/events``. Needs ``pip install 'eventbus[socketio]'``.
+``GET /api/events``. Each event id reaches the application once: a server that lost its
+Redis delivers events at once without a ``seq`` and they come back later with one, so the
+ids of the last :data:`DEDUPE_WINDOW` delivered events are remembered and skipped when they
+return (their ``seq`` still advances the stream). Needs ``pip install 'eventbus[socketio]'``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import queue
 import random
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -27,6 +31,10 @@ STATES = ("connecting", "connected", "reconnecting", "disconnected")
 DEFAULT_ROOMS = {"/monitoring": ("monitoring",), "/admin": ("admin",), "/chat": ()}
 #: Refusals a retry cannot fix; the client stops reconnecting on these.
 FINAL_REFUSALS = ("unauthorized", "forbidden", "token_expired")
+#: How many delivered event ids the client remembers (the default of ``dedupe_window``).
+DEDUPE_WINDOW = 10_000
+#: History fetches per resync before the gap is skipped as unverified.
+FETCH_ATTEMPTS = 5
 
 
 class EventBusClientError(Exception):
@@ -54,6 +62,25 @@ class _Waiter:
         self.done.set()
 
 
+class _RecentIds:
+    """The ids of the last ``size`` delivered events, oldest first."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
 @dataclass
 class _RoomStream:
     last: int | None = None  # last delivered seq; None until the first join ack
@@ -65,6 +92,8 @@ class _RoomStream:
     resync_hint: dict[str, Any] | None = None
     gap_timer: threading.Timer | None = None
     waiters: list[_Waiter] = field(default_factory=list)
+    #: ids (-> type) delivered here without a seq that have not come back with one yet
+    unmatched: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def cancel_gap_timer(self) -> None:
         if self.gap_timer is not None:
@@ -84,7 +113,11 @@ class EventBusClient:
         and history fetch, so it can refresh).
     :param rooms: rooms to follow; the namespace's default room is always followed.
     :param on_resync: ``fn(info)`` after a history fetch, ``info`` =
-        ``{room, epoch, previous_epoch, fetched, lost, complete}``.
+        ``{room, epoch, previous_epoch, fetched, lost, unverified, gaps, complete}``:
+        ``gaps`` are the ``[first, last]`` seq ranges the stream skipped; ``lost`` counts
+        those events that were neither delivered nor in history; ``unverified`` those that
+        may have been delivered already without a seq (or history could not be read), so
+        they are not reported lost; ``complete`` means nothing was skipped.
     :param on_state_change: ``fn(state, previous)``.
     :param on_error: ``fn(exc)`` for refusals, failed fetches and handler exceptions.
     :param gap_timeout: seconds a seq gap may stay open before it is filled from history
@@ -95,6 +128,11 @@ class EventBusClient:
     :param session: a ``requests.Session`` for history fetches.
     :param batch: ask for `events` packets (lists of envelopes) when the server batches
         (``EVENTBUS_BATCH_WINDOW_MS``); handlers still get one envelope at a time.
+    :param dedupe_window: how many delivered event ids to remember, so an event that comes
+        back (with a seq after being delivered without one, or under a second seq) is not
+        delivered again. Keep it above the number of events a Redis outage may buffer.
+    :param fetch_retry_delay: seconds before the second history fetch of a resync; doubled
+        for each further one (at most 2 s), :data:`FETCH_ATTEMPTS` in all.
 
     Handlers run one at a time, in delivery order, on the client's dispatch thread.
     """
@@ -105,7 +143,7 @@ class EventBusClient:
                  ack_timeout: float = 10.0, gap_timeout: float = 1.0, reconnect_delay: float = 0.5,
                  reconnect_delay_max: float = 10.0, reconnect_on_server_disconnect: bool = True,
                  transports: Iterable[str] = ("websocket",), socket: Any = None, session: Any = None,
-                 batch: bool = False):
+                 batch: bool = False, dedupe_window: int = DEDUPE_WINDOW, fetch_retry_delay: float = 0.25):
         self.url = url.rstrip("/")
         self.batch = batch
         self.namespace = namespace
@@ -114,6 +152,7 @@ class EventBusClient:
         self._on_error = on_error
         self.ack_timeout = ack_timeout
         self.gap_timeout = gap_timeout
+        self.fetch_retry_delay = fetch_retry_delay
         self.reconnect_delay = reconnect_delay
         self.reconnect_delay_max = reconnect_delay_max
         self.reconnect_on_server_disconnect = reconnect_on_server_disconnect
@@ -126,6 +165,8 @@ class EventBusClient:
         self._handlers: dict[str, list[Handler]] = {}
         self._state_listeners: list[Handler] = [on_state_change] if on_state_change else []
         self._rooms: dict[str, _RoomStream] = {}
+        self._delivered = _RecentIds(dedupe_window)
+        self._seq_types: set[str] = set()  # event types seen with a seq (kept in history)
         self._generation = 0  # bumped at every disconnect; stale acks and fetches are ignored
         self._ever_connected = False
         self._closed = threading.Event()
@@ -133,7 +174,7 @@ class EventBusClient:
         self._refusal: EventBusClientError | None = None
         self.state = "disconnected"
         self.last_error: BaseException | None = None
-        self.stats = {"delivered": 0, "duplicates": 0, "lost": 0, "resyncs": 0, "fetches": 0}
+        self.stats = {"delivered": 0, "duplicates": 0, "lost": 0, "unverified": 0, "resyncs": 0, "fetches": 0}
         for room in (*DEFAULT_ROOMS.get(namespace, ()), *rooms):
             self._rooms.setdefault(room, _RoomStream())
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -468,7 +509,7 @@ class EventBusClient:
                 if stream is not None:
                     if stream.confirmed and not stream.resyncing:
                         self._start_resync(payload["room"], stream, payload.get("epoch"), payload.get("latest_seq"))
-                    else:
+                    else:  # acted on at the room's ack, or when the running resync ends
                         stream.resync_hint = payload
                 self._queue(event, args)
             return
@@ -479,13 +520,29 @@ class EventBusClient:
             stream = None
             if isinstance(envelope, dict) and isinstance(envelope.get("seq"), int):
                 stream = self._rooms.get(envelope.get("room"))
-            if stream is None:  # ephemeral (seq null), a room not followed, or not an envelope
-                self._queue(event_type, args)
+            if stream is None:  # no seq (ephemeral, or Redis away), a room not followed, not an envelope
+                self._deliver_untracked(event_type, envelope, args)
             elif not stream.confirmed or stream.resyncing:
                 stream.held.append(envelope)
             else:
                 self._accept(stream, envelope)
                 self._drain(envelope["room"], stream)
+
+    def _deliver_untracked(self, event_type: str, envelope: Any, args: tuple[Any, ...]) -> None:
+        """Deliver at once; remember the id, because a server that delivered it without a
+        seq (its Redis was away) publishes it later, and then it comes back with one."""
+        event_id = envelope.get("id") if isinstance(envelope, dict) else None
+        if isinstance(event_id, str):
+            if event_id in self._delivered:
+                self.stats["duplicates"] += 1
+                return
+            self._delivered.add(event_id)
+            stream = self._rooms.get(envelope.get("room")) if envelope.get("seq") is None else None
+            if stream is not None:
+                stream.unmatched[event_id] = event_type
+                if len(stream.unmatched) > self._delivered.size:
+                    stream.unmatched.popitem(last=False)
+        self._queue(event_type, args)
 
     def _accept(self, stream: _RoomStream, envelope: dict[str, Any]) -> None:
         seq = envelope["seq"]
@@ -493,11 +550,21 @@ class EventBusClient:
             self.stats["duplicates"] += 1
         else:
             stream.pending[seq] = envelope
+            stream.unmatched.pop(envelope.get("id"), None)  # type: ignore[arg-type]
 
     def _drain_contiguous(self, stream: _RoomStream) -> None:
         while stream.last is not None and stream.last + 1 in stream.pending:
             envelope = stream.pending.pop(stream.last + 1)
             stream.last += 1
+            self._seq_types.add(envelope["type"])
+            event_id = envelope.get("id")
+            if event_id in self._delivered:
+                # Delivered already (without a seq, or under another seq): its seq only
+                # moves the stream on.
+                self.stats["duplicates"] += 1
+                continue
+            if isinstance(event_id, str):
+                self._delivered.add(event_id)
             self.stats["delivered"] += 1
             self._queue(envelope["type"], (envelope,))
 
@@ -556,31 +623,29 @@ class EventBusClient:
         stream.resyncing = True
         stream.cancel_gap_timer()
         self.stats["resyncs"] += 1
-        previous_epoch = stream.epoch
-        # seqs of another epoch mean nothing: read that epoch's history from the start.
-        new_epoch = previous_epoch is not None and epoch is not None and epoch != previous_epoch
-        after = 0 if new_epoch else (stream.last or 0)
-        args = (room, stream, self._generation, epoch, latest_seq, new_epoch, previous_epoch, after)
+        args = (room, stream, self._generation, epoch, latest_seq, stream.epoch)
         threading.Thread(target=self._resync, args=args, name="eventbus-client-resync", daemon=True).start()
 
     def _resync(self, room: str, stream: _RoomStream, generation: int, epoch: str | None,
-                latest_seq: int | None, new_epoch: bool, previous_epoch: str | None, after: int) -> None:
-        page: dict[str, Any] | None = None
-        fetched: list[dict[str, Any]] = []
-        for attempt in range(3):
-            try:
-                page, fetched = self._fetch_history(room, after)
-                break
-            except Exception as exc:  # noqa: BLE001 - reported, then retried
-                self._error(exc)
-                if self._closed.wait(0.3 * (attempt + 1)):
-                    return
-            if generation != self._generation:
-                return
+                latest_seq: int | None, previous_epoch: str | None) -> None:
+        """Fetch what the room's stream misses, merge it with the held live events, and
+        report what could not be had. ``previous_epoch`` is the epoch ``stream.last``
+        counts in: seqs of another epoch mean nothing, so that one is read from its start."""
+        page, fetched = self._fetch_for_resync(room, stream, generation, epoch, previous_epoch)
         with self._lock:
-            if generation != self._generation or self._rooms.get(room) is not stream:
+            if generation != self._generation or self._rooms.get(room) is not stream or self._closed.is_set():
                 return
+            now = page["epoch"] if page is not None else epoch
+            new_epoch = previous_epoch is not None and now is not None and now != previous_epoch
+            info = {"room": room, "epoch": None, "previous_epoch": previous_epoch, "fetched": len(fetched),
+                    "lost": 0, "unverified": 0, "gaps": [], "complete": True}
             if new_epoch:
+                # Events of the old epoch received ahead of a gap are real events not yet
+                # delivered: deliver them before switching. What they skipped cannot be
+                # checked any more (that history is gone), so it counts as unverified.
+                old = {"gaps": [], "lost": 0, "unverified": 0}
+                self._skip_to(stream, max(stream.pending, default=0), old, verified=False)
+                info["unverified"] += old["unverified"]
                 stream.last = 0
                 stream.pending.clear()
             stream.epoch = page["epoch"] if page else (epoch or stream.epoch)
@@ -592,23 +657,72 @@ class EventBusClient:
                 self._accept(stream, envelope)
             stream.resyncing = False
             stream.confirmed = True
-            # Everything up to ``target`` that neither history nor the socket had is gone.
-            lost = 0
-            while True:
-                self._drain_contiguous(stream)
-                last = stream.last or 0
-                if last >= target:
-                    break
-                ahead = [seq for seq in stream.pending if seq > last]
-                jump = min(min(ahead, default=target + 1) - 1, target)
-                lost += jump - last
-                stream.last = jump
-            self.stats["lost"] += lost
+            # Everything up to ``target`` that neither history nor the socket had is gone,
+            # unless it may be an event this client already delivered without a seq.
+            self._skip_to(stream, target, info, verified=page is not None)
             self._drain(room, stream)
-            info = {"room": room, "epoch": stream.epoch, "previous_epoch": previous_epoch,
-                    "fetched": len(fetched), "lost": lost, "complete": lost == 0}
+            self.stats["lost"] += info["lost"]
+            self.stats["unverified"] += info["unverified"]
+            info["epoch"] = stream.epoch
+            info["complete"] = not info["gaps"] and not info["unverified"]
             if self._on_resync is not None:
                 self._outbox.put((self._on_resync, (info,)))
+            hint, stream.resync_hint = stream.resync_hint, None
+            if hint is not None and hint.get("epoch") not in (None, stream.epoch):
+                self._start_resync(room, stream, hint.get("epoch"), hint.get("latest_seq"))
+
+    def _fetch_for_resync(self, room: str, stream: _RoomStream, generation: int, epoch: str | None,
+                          previous_epoch: str | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The history after the room's position (from 0 in another epoch), or ``(None, [])``
+        when it could not be read in :data:`FETCH_ATTEMPTS` tries."""
+        from_start = previous_epoch is not None and epoch is not None and epoch != previous_epoch
+        for attempt in range(FETCH_ATTEMPTS):
+            if generation != self._generation or self._closed.is_set():
+                break
+            after = 0 if from_start else (stream.last or 0)
+            try:
+                page, fetched = self._fetch_history(room, after)
+            except Exception as exc:  # noqa: BLE001 - reported, then retried
+                self._error(exc)
+                delay = min(self.fetch_retry_delay * 2 ** attempt, 2.0)
+                if attempt + 1 < FETCH_ATTEMPTS and self._closed.wait(delay):
+                    break
+                continue
+            if after and previous_epoch is not None and page["epoch"] != previous_epoch:
+                from_start = True  # the server's epoch changed meanwhile: its seqs start again
+                continue
+            return page, fetched
+        return None, []
+
+    def _skip_to(self, stream: _RoomStream, target: int, info: dict[str, Any], verified: bool) -> None:
+        """Deliver the stream up to ``target``, jumping over the seqs nobody has. A skipped
+        seq counts as lost only when history was read (``verified``) and no event this
+        client delivered without a seq can be it; otherwise it counts as unverified."""
+        while True:
+            self._drain_contiguous(stream)
+            last = stream.last or 0
+            if last >= target:
+                return
+            ahead = [seq for seq in stream.pending if seq > last]
+            jump = min(min(ahead, default=target + 1) - 1, target)
+            missing = jump - last
+            maybe_delivered = self._take_unmatched(stream, missing) if verified else missing
+            info["gaps"].append([last + 1, jump])
+            info["unverified"] += maybe_delivered
+            info["lost"] += missing - maybe_delivered
+            stream.last = jump
+
+    def _take_unmatched(self, stream: _RoomStream, count: int) -> int:
+        """Use up to ``count`` of the room's events delivered without a seq (of types that
+        history keeps) as possible explanations of skipped seqs; returns how many."""
+        taken = 0
+        for event_id, event_type in list(stream.unmatched.items()):
+            if taken == count:
+                break
+            if event_type in self._seq_types:
+                del stream.unmatched[event_id]
+                taken += 1
+        return taken
 
     def _fetch_history(self, room: str, after: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if self._session is None:

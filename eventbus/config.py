@@ -19,6 +19,7 @@ from .events import DEFAULT_MAX_EVENT_BYTES, EventBusError
 ASYNC_MODES = ("threading", "gevent", "eventlet")
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
 FLUSH_POLICIES = ("line", "batch", "os")
+CHAT_SESSION_POLICIES = ("private", "open")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -78,6 +79,20 @@ def _parse_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+def _parse_proxies(name: str, value: Any) -> list[str]:
+    """Addresses or CIDR networks, comma-separated (``10.0.0.0/8,127.0.0.1``)."""
+    import ipaddress
+
+    out = []
+    for item in _parse_list(value):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: expected IP addresses or CIDR networks, got {item!r}") from None
+        out.append(item)
+    return out
+
+
 def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     """``KEY=USER:ROLE+ROLE`` entries, comma-separated (or a TOML table list)."""
     keys: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -135,6 +150,17 @@ class Config:
     client_burst: int = 40
     typing_interval: float = 1.0  # at most one typing_indicator per user and room per interval
     batch_window_ms: float = 0.0  # > 0: clients that ask for batches get `events` packets
+    # -- limits on what one client may hold (docs/security.md) --
+    max_json_depth: int = 32  # nesting of objects and lists in any client JSON
+    max_rooms_per_connection: int = 100
+    max_resume_rooms: int = 100  # rooms in one resume (each also costs a rate-limit token)
+    max_connections_per_user: int = 50  # across namespaces, per server process
+    max_pending_sessions: int = 1000  # Engine.IO sessions not yet signed in to a namespace
+    history_max_rooms: int = 10000  # rooms with retained events; idle rooms go first
+    history_max_events: int = 200000  # retained events across all rooms
+    chat_sessions: str = "private"  # "private": a session belongs to its users; "open": any user
+    trusted_proxies: list[str] = field(default_factory=list)  # addresses/CIDRs whose X-Forwarded-* count
+    health_degraded_status: int = 503  # /api/health status while the backend is away or buffering
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -146,22 +172,36 @@ class Config:
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
+    def ensure_data_dir(self) -> Path:
+        """The data dir, created with mode 0700 when missing; an existing one that other
+        users can read is tightened (with a warning in the log). Call it before writing
+        anything into the data dir."""
+        from .files import private_dir
+
+        return private_dir(self.data_path)
+
     def ensure_secret_key(self) -> str:
         """``EVENTBUS_SECRET_KEY`` if set, else the key kept in the data dir (created with
-        mode 0600 on first use), so the server and ``eventbus token create`` agree."""
+        mode 0600 on first use, an existing file made 0600), so the server and ``eventbus
+        token create`` agree."""
+        from .files import open_private
+
         if self.secret_key:
             return self.secret_key
-        path = self.data_path / "secret_key"
+        path = self.ensure_data_dir() / "secret_key"
         try:
-            self.secret_key = path.read_text().strip() or None
+            with open_private(path, "r") as fh:
+                self.secret_key = fh.read().strip() or None
         except FileNotFoundError:
             pass
         if not self.secret_key:
-            self.data_path.mkdir(parents=True, exist_ok=True)
             key = secrets.token_urlsafe(48)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(key + "\n")
+            try:
+                with open_private(path, "x") as fh:
+                    fh.write(key + "\n")
+            except FileExistsError:  # another process wrote it first: use theirs
+                with open_private(path, "r") as fh:
+                    key = fh.read().strip() or key
             self.secret_key = key
         return self.secret_key
 
@@ -235,6 +275,20 @@ class Config:
         setv("client_burst", ("EVENTBUS_CLIENT_BURST",), lambda n, v: _parse_int(n, v, 1))
         setv("typing_interval", ("EVENTBUS_TYPING_INTERVAL",), lambda n, v: _parse_float(n, v, 0))
         setv("batch_window_ms", ("EVENTBUS_BATCH_WINDOW_MS",), lambda n, v: _parse_float(n, v, 0))
+        setv("max_json_depth", ("EVENTBUS_MAX_JSON_DEPTH",), lambda n, v: _parse_int(n, v, 2, 500))
+        setv("max_rooms_per_connection", ("EVENTBUS_MAX_ROOMS_PER_CONNECTION",),
+             lambda n, v: _parse_int(n, v, 1))
+        setv("max_resume_rooms", ("EVENTBUS_MAX_RESUME_ROOMS",), lambda n, v: _parse_int(n, v, 1))
+        setv("max_connections_per_user", ("EVENTBUS_MAX_CONNECTIONS_PER_USER",),
+             lambda n, v: _parse_int(n, v, 1))
+        setv("max_pending_sessions", ("EVENTBUS_MAX_PENDING_SESSIONS",), lambda n, v: _parse_int(n, v, 1))
+        setv("history_max_rooms", ("EVENTBUS_HISTORY_MAX_ROOMS",), lambda n, v: _parse_int(n, v, 1))
+        setv("history_max_events", ("EVENTBUS_HISTORY_MAX_EVENTS",), lambda n, v: _parse_int(n, v, 1))
+        setv("chat_sessions", ("EVENTBUS_CHAT_SESSIONS",),
+             lambda n, v: _parse_choice(n, v, CHAT_SESSION_POLICIES))
+        setv("trusted_proxies", ("EVENTBUS_TRUSTED_PROXIES",), _parse_proxies)
+        setv("health_degraded_status", ("EVENTBUS_HEALTH_DEGRADED_STATUS",),
+             lambda n, v: _parse_int(n, v, 200, 599))
 
         raw_load = env.get("EVENTBUS_LOAD_PLUGINS")
         if raw_load is None and "LOAD_PLUGINS" in file_values:

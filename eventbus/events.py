@@ -17,6 +17,11 @@ from enum import Enum
 from typing import Any, Iterable, Iterator, Mapping
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+#: Deepest nesting of objects and lists accepted in client JSON and in event data.
+DEFAULT_MAX_JSON_DEPTH = 32
+#: A JSON ``\\u`` escape of a UTF-16 surrogate, the only way JSON text can carry a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/\-]{1,128}$")
 TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
@@ -57,6 +62,19 @@ class EventTooLargeError(InvalidEventError):
 
 class InvalidRoomError(InvalidEventError):
     code = "invalid_room"
+
+
+class TooDeepError(InvalidDataError):
+    """Objects and lists nest deeper than the limit (``EVENTBUS_MAX_JSON_DEPTH``)."""
+
+    code = "too_deep"
+
+
+class InvalidJSONError(InvalidEventError):
+    """A client sent text that is not JSON, not UTF-8, holds ``NaN``/``Infinity`` or a
+    lone UTF-16 surrogate."""
+
+    code = "invalid_json"
 
 
 class EventType(str, Enum):
@@ -374,20 +392,108 @@ def parse_timestamp(value: str) -> float:
         raise InvalidEventError(f"'timestamp' is not ISO-8601: {value!r}") from None
 
 
-def check_data(data: Any, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict[str, Any]:
-    """Validate an event's ``data``: a JSON-serialisable object within the size limit.
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when objects and lists (tuples too) in ``value`` nest deeper than ``limit``
+    levels; ``{}`` is one level, a scalar none. Iterative, and it stops one level past the
+    limit, so any depth costs at most the part of ``value`` within the limit."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((child, depth) for child in children if isinstance(child, (dict, list, tuple)))
+    return False
 
-    Returns the data unchanged; raises :class:`InvalidDataError` or :class:`EventTooLargeError`.
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a string in ``value`` (keys included) is not valid Unicode text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+def check_json(value: Any, max_depth: int = DEFAULT_MAX_JSON_DEPTH, text: str | None = None) -> Any:
+    """Check decoded client JSON: at most ``max_depth`` levels and Unicode text only.
+
+    ``text`` is the JSON it was decoded from, when known: a lone surrogate can then only
+    come from a ``\\uD8xx``-style escape, so the walk over strings runs only when the text
+    holds one. Returns ``value``; raises :class:`TooDeepError` or :class:`InvalidJSONError`.
+    """
+    if json_depth_exceeds(value, max_depth):
+        raise TooDeepError(f"objects and lists nest deeper than {max_depth} levels")
+    if (text is None or _SURROGATE_ESCAPE.search(text)) and _has_lone_surrogate(value):
+        raise InvalidJSONError("a string holds a lone UTF-16 surrogate; it is not Unicode text")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: str | bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """Parse JSON a client sent (an HTTP body): UTF-8, no ``NaN``/``Infinity``, at most
+    ``max_depth`` levels, Unicode text only. Raises :class:`InvalidJSONError` or
+    :class:`TooDeepError`, never ``RecursionError`` or ``UnicodeError``."""
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidJSONError(f"the body is not UTF-8: byte {exc.start} cannot be decoded") from None
+    else:
+        text = body
+        if _SURROGATE.search(text):
+            raise InvalidJSONError("the text holds a lone UTF-16 surrogate; it is not Unicode text")
+    if not text.strip():
+        raise InvalidJSONError("the body is empty; send JSON")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise TooDeepError(f"objects and lists nest deeper than {max_depth} levels") from None
+    except ValueError as exc:
+        raise InvalidJSONError(f"the body is not valid JSON: {exc}") from None
+    return check_json(value, max_depth, text)
+
+
+def check_data(data: Any, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+               max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Validate an event's ``data``: a JSON object of Unicode text, within the size and
+    nesting limits. Every event passes here (``EventBus.emit``, whatever its origin).
+
+    Returns the data unchanged; raises :class:`InvalidDataError` (:class:`TooDeepError`
+    past ``max_depth`` levels) or :class:`EventTooLargeError`.
     """
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InvalidDataError(f"event data must be a JSON object, got {type(data).__name__}")
+    # Depth first: json.dumps recurses, and would fail on deep data with RecursionError.
+    if json_depth_exceeds(data, max_depth):
+        raise TooDeepError(f"event data nests deeper than {max_depth} levels")
     try:
         encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidDataError(f"event data is not JSON-serialisable: {exc}") from None
-    size = len(encoded.encode("utf-8"))
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidDataError("event data holds a string that is not Unicode text "
+                               "(a lone UTF-16 surrogate)") from None
     if size > max_bytes:
         raise EventTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     return data

@@ -74,7 +74,8 @@ def eventbus_authorize(identity: Identity, namespace: str, room: str | None, act
         ``"http"`` for the HTTP API.
     :param room: the room concerned, or ``None``.
     :param action: ``connect``, ``join``, ``publish`` (client or HTTP events),
-        ``history`` (reading past events) or ``admin``.
+        ``history`` (reading past events), ``admin``, or ``act_as`` (publishing over HTTP
+        with a ``user_id`` other than the caller's own; ``room`` is the event's room).
     :return: ``True`` to allow, ``False`` to deny, ``None`` to let the next plugin decide.
     """
 

@@ -7,6 +7,12 @@
 // replayed ones. Events are delivered strictly in seq order; a seq already delivered is
 // dropped. A gap that does not close within `gapTimeout`, or a `resync_required` from the
 // server, is filled from `GET /api/events?room=R&after=SEQ`.
+//
+// Each event id reaches the application once. A server that lost its Redis delivers events
+// at once without a seq, and they come back later with one (live, replayed or in history):
+// the ids of the last `dedupeWindow` delivered events are remembered and skipped when they
+// return, while their seq still moves the stream on. A seq the stream has to skip counts as
+// lost only when history was read and no event delivered without a seq can be it.
 
 import { io as defaultIo } from "socket.io-client";
 
@@ -14,6 +20,12 @@ export const STATES = Object.freeze(["connecting", "connected", "reconnecting", 
 
 /** Rooms the server puts a client in on connect, per namespace. */
 export const DEFAULT_ROOMS = Object.freeze({ "/monitoring": ["monitoring"], "/admin": ["admin"], "/chat": [] });
+
+/** How many delivered event ids the client remembers (the default of `dedupeWindow`). */
+export const DEDUPE_WINDOW = 10000;
+
+/** History fetches per resync before the gap is skipped as unverified. */
+const FETCH_ATTEMPTS = 5;
 
 /** An `{ok: false}` ack, a refused connection, or a timeout, as an Error with a `code`. */
 export class EventBusError extends Error {
@@ -37,7 +49,28 @@ function newRoomState() {
     resyncHint: null, // a resync_required that arrived before the ack
     gapTimer: null,
     waiters: [], // join() promises resolved by the room's next ack
+    unmatched: new Map(), // id -> type, delivered here without a seq and not yet back with one
   };
+}
+
+/** The largest key of a Map of seqs (0 when empty), without spreading it into arguments. */
+function maxKey(map) {
+  let max = 0;
+  for (const key of map.keys()) if (key > max) max = key;
+  return max;
+}
+
+/** The ids of the last `size` delivered events, oldest first. */
+class RecentIds {
+  constructor(size) {
+    this.size = Math.max(1, size);
+    this.ids = new Set();
+  }
+  has(id) { return this.ids.has(id); }
+  add(id) {
+    this.ids.add(id);
+    if (this.ids.size > this.size) this.ids.delete(this.ids.values().next().value);
+  }
 }
 
 export class EventBusClient {
@@ -48,7 +81,11 @@ export class EventBusClient {
    * @param {string|function} options.token a token, or a (possibly async) function returning one,
    *                                        called on every connection attempt and history fetch
    * @param {string[]} [options.rooms]      rooms to join (the namespace's default room is added)
-   * @param {function} [options.onResync]   ({room, epoch, previousEpoch, fetched, lost, complete})
+   * @param {function} [options.onResync]   ({room, epoch, previousEpoch, fetched, lost, unverified, gaps,
+   *                                        complete}) after a history fetch: `gaps` are the [first, last]
+   *                                        seq ranges skipped; `lost` counts those events that were neither
+   *                                        delivered nor in history, `unverified` those that may have been
+   *                                        delivered without a seq (or history could not be read)
    * @param {function} [options.onStateChange] (state, previousState)
    * @param {function} [options.onError]    (EventBusError | Error)
    * @param {function} [options.fetch]      fetch implementation (default globalThis.fetch)
@@ -62,12 +99,19 @@ export class EventBusClient {
    * @param {boolean}  [options.batch]       ask for `events` packets (lists of envelopes) when
    *                                        the server batches (EVENTBUS_BATCH_WINDOW_MS); handlers
    *                                        still get one envelope at a time (default false)
+   * @param {number}   [options.fetchRetryDelay] ms before the second history fetch of a resync,
+   *                                        doubled for each further one (at most 2000; default 250)
+   * @param {number}   [options.dedupeWindow] how many delivered event ids to remember, so an event
+   *                                        that comes back (with a seq after being delivered without
+   *                                        one) is not delivered again (default 10000); keep it above
+   *                                        the number of events a Redis outage may buffer
    */
   constructor(options) {
     const {
       url, namespace = "/monitoring", token, rooms = [], onResync, onStateChange, onError,
       fetch, io = defaultIo, socketOptions = {}, ackTimeout = 10000, gapTimeout = 500,
-      reconnectOnServerDisconnect = true, autoConnect = true, batch = false,
+      reconnectOnServerDisconnect = true, autoConnect = true, batch = false, dedupeWindow = DEDUPE_WINDOW,
+      fetchRetryDelay = 250,
     } = options || {};
     if (!url) throw new TypeError("EventBusClient: url is required");
     this.url = url.replace(/\/+$/, "");
@@ -78,10 +122,13 @@ export class EventBusClient {
     this._onError = onError;
     this._ackTimeout = ackTimeout;
     this._gapTimeout = gapTimeout;
+    this._fetchRetryDelay = fetchRetryDelay;
     this._reconnectOnServerDisconnect = reconnectOnServerDisconnect;
     this._handlers = new Map();
     this._stateListeners = new Set(onStateChange ? [onStateChange] : []);
     this._rooms = new Map();
+    this._delivered = new RecentIds(dedupeWindow);
+    this._seqTypes = new Set(); // event types seen with a seq (kept in history)
     this._generation = 0; // bumped on every disconnect; stale acks and fetches are ignored
     this._everConnected = false;
     this._closed = false;
@@ -89,7 +136,7 @@ export class EventBusClient {
     this._retryDelay = 500;
     this.state = "connecting";
     this.lastError = null;
-    this.stats = { delivered: 0, duplicates: 0, lost: 0, resyncs: 0, fetches: 0 };
+    this.stats = { delivered: 0, duplicates: 0, lost: 0, unverified: 0, resyncs: 0, fetches: 0 };
     for (const room of [...(DEFAULT_ROOMS[namespace] || []), ...rooms]) this._track(room);
 
     this.socket = io(this.url + namespace, {
@@ -353,7 +400,7 @@ export class EventBusClient {
     if (event === "resync_required" && payload && this._rooms.has(payload.room)) {
       const st = this._rooms.get(payload.room);
       if (st.confirmed && !st.resyncing) this._resync(payload.room, st, payload.epoch, payload.latest_seq);
-      else st.resyncHint = payload;
+      else st.resyncHint = payload; // acted on at the room's ack, or when the running resync ends
       this._dispatch(event, payload);
       return;
     }
@@ -364,7 +411,7 @@ export class EventBusClient {
     const isEnvelope = env && typeof env === "object" && typeof env.room === "string";
     const st = isEnvelope && Number.isInteger(env.seq) ? this._rooms.get(env.room) : undefined;
     if (!st) {
-      this._dispatch(type, ...args); // ephemeral (seq null), untracked room, or not an envelope
+      this._deliverUntracked(type, env, args); // no seq (ephemeral, or Redis away), untracked room, not an envelope
       return;
     }
     if (!st.confirmed || st.resyncing) {
@@ -375,12 +422,32 @@ export class EventBusClient {
     this._drain(env.room, st);
   }
 
+  _deliverUntracked(type, env, args) {
+    // Delivered at once. The id is remembered: a server that delivered it without a seq (its
+    // Redis was away) publishes it later, and then it comes back with one.
+    const id = env && typeof env === "object" ? env.id : undefined;
+    if (typeof id === "string") {
+      if (this._delivered.has(id)) {
+        this.stats.duplicates += 1;
+        return;
+      }
+      this._delivered.add(id);
+      const st = env.seq == null && typeof env.room === "string" ? this._rooms.get(env.room) : undefined;
+      if (st) {
+        st.unmatched.set(id, type);
+        if (st.unmatched.size > this._delivered.size) st.unmatched.delete(st.unmatched.keys().next().value);
+      }
+    }
+    this._dispatch(type, ...args);
+  }
+
   _accept(room, st, env) {
     if (env.seq <= st.last || st.pending.has(env.seq)) {
       this.stats.duplicates += 1;
       return;
     }
     st.pending.set(env.seq, env);
+    st.unmatched.delete(env.id);
   }
 
   _drain(room, st) {
@@ -393,7 +460,7 @@ export class EventBusClient {
       st.gapTimer = setTimeout(() => {
         st.gapTimer = null;
         if (generation === this._generation && st.pending.size && !st.resyncing) {
-          this._resync(room, st, st.epoch, Math.max(...st.pending.keys()));
+          this._resync(room, st, st.epoch, maxKey(st.pending));
         }
       }, this._gapTimeout);
     }
@@ -417,29 +484,27 @@ export class EventBusClient {
   // -- resync from history ----------------------------------------------------------------
 
   async _resync(room, st, epoch, latestSeq) {
+    // `previousEpoch` is the epoch `st.last` counts in: seqs of another epoch mean nothing,
+    // so that one is read from its start.
     if (st.resyncing) return;
     st.resyncing = true;
     clearTimeout(st.gapTimer);
     st.gapTimer = null;
     const generation = this._generation;
     const previousEpoch = st.epoch;
-    // seqs of another epoch mean nothing: read that epoch's history from the start.
-    const newEpoch = previousEpoch !== null && epoch != null && epoch !== previousEpoch;
-    const after = newEpoch ? 0 : (st.last ?? 0);
     this.stats.resyncs += 1;
-    let page = null;
-    let fetched = [];
-    for (let attempt = 0; attempt < 3 && page === null; attempt += 1) {
-      try {
-        ({ page, events: fetched } = await this._fetchHistory(room, after));
-      } catch (err) {
-        this._error(err);
-        if (generation !== this._generation) return;
-        await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
-      }
-      if (generation !== this._generation || this._rooms.get(room) !== st) return;
-    }
+    const { page, events: fetched } = await this._fetchForResync(room, st, generation, epoch, previousEpoch);
+    if (generation !== this._generation || this._rooms.get(room) !== st || this._closed) return;
+    const newEpoch = previousEpoch !== null
+      && (page ? page.epoch !== previousEpoch : epoch != null && epoch !== previousEpoch);
+    const info = { room, epoch: null, previousEpoch, fetched: fetched.length, lost: 0, unverified: 0, gaps: [], complete: true };
     if (newEpoch) {
+      // Events of the old epoch received ahead of a gap are real events not yet delivered:
+      // deliver them before switching. What they skipped cannot be checked any more (that
+      // history is gone), so it counts as unverified.
+      const old = { gaps: [], lost: 0, unverified: 0 };
+      this._skipTo(room, st, maxKey(st.pending), old, false);
+      info.unverified += old.unverified;
       st.last = 0;
       st.pending.clear();
     }
@@ -451,23 +516,79 @@ export class EventBusClient {
     for (const env of held) this._accept(room, st, env);
     st.resyncing = false;
     st.confirmed = true;
-    // Everything up to `target` that neither history nor the socket had is gone.
-    let lost = 0;
-    for (;;) {
-      this._drainQuiet(room, st);
-      if (st.last >= target) break;
-      const ahead = [...st.pending.keys()].filter((s) => s > st.last);
-      const next = ahead.length ? Math.min(...ahead) : target + 1;
-      const jump = Math.min(next - 1, target);
-      lost += jump - st.last;
-      st.last = jump;
-    }
-    this.stats.lost += lost;
+    // Everything up to `target` that neither history nor the socket had is gone, unless it
+    // may be an event this client already delivered without a seq.
+    this._skipTo(room, st, target, info, page !== null);
     this._drain(room, st);
-    const info = { room, epoch: st.epoch, previousEpoch, fetched: fetched.length, lost, complete: lost === 0 };
+    this.stats.lost += info.lost;
+    this.stats.unverified += info.unverified;
+    info.epoch = st.epoch;
+    info.complete = info.gaps.length === 0 && info.unverified === 0;
     if (this._onResync) {
       try { this._onResync(info); } catch (err) { this._error(err); }
     }
+    const hint = st.resyncHint;
+    st.resyncHint = null;
+    if (hint && hint.epoch != null && hint.epoch !== st.epoch) this._resync(room, st, hint.epoch, hint.latest_seq);
+  }
+
+  async _fetchForResync(room, st, generation, epoch, previousEpoch) {
+    // The history after the room's position (from 0 in another epoch), or {page: null}
+    // when it could not be read in FETCH_ATTEMPTS tries.
+    let fromStart = previousEpoch !== null && epoch != null && epoch !== previousEpoch;
+    for (let attempt = 0; attempt < FETCH_ATTEMPTS; attempt += 1) {
+      if (generation !== this._generation || this._closed) break;
+      const after = fromStart ? 0 : (st.last ?? 0);
+      let result;
+      try {
+        result = await this._fetchHistory(room, after);
+      } catch (err) {
+        this._error(err);
+        if (attempt + 1 < FETCH_ATTEMPTS) {
+          await new Promise((r) => setTimeout(r, Math.min(this._fetchRetryDelay * 2 ** attempt, 2000)));
+        }
+        continue;
+      }
+      if (after && previousEpoch !== null && result.page.epoch !== previousEpoch) {
+        fromStart = true; // the server's epoch changed meanwhile: its seqs start again
+        continue;
+      }
+      return result;
+    }
+    return { page: null, events: [] };
+  }
+
+  _skipTo(room, st, target, info, verified) {
+    // Deliver the stream up to `target`, jumping over the seqs nobody has. A skipped seq
+    // counts as lost only when history was read (`verified`) and no event this client
+    // delivered without a seq can be it; otherwise it counts as unverified.
+    for (;;) {
+      this._drainQuiet(room, st);
+      if (st.last >= target) return;
+      let next = target + 1;
+      for (const seq of st.pending.keys()) if (seq > st.last && seq < next) next = seq;
+      const jump = Math.min(next - 1, target);
+      const missing = jump - st.last;
+      const maybeDelivered = verified ? this._takeUnmatched(st, missing) : missing;
+      info.gaps.push([st.last + 1, jump]);
+      info.unverified += maybeDelivered;
+      info.lost += missing - maybeDelivered;
+      st.last = jump;
+    }
+  }
+
+  _takeUnmatched(st, count) {
+    // Use up to `count` of the room's events delivered without a seq (of types that history
+    // keeps) as possible explanations of skipped seqs; returns how many.
+    let taken = 0;
+    for (const [id, type] of st.unmatched) {
+      if (taken === count) break;
+      if (this._seqTypes.has(type)) {
+        st.unmatched.delete(id);
+        taken += 1;
+      }
+    }
+    return taken;
   }
 
   _drainQuiet(room, st) {
@@ -476,6 +597,14 @@ export class EventBusClient {
       const env = st.pending.get(st.last + 1);
       st.pending.delete(st.last + 1);
       st.last += 1;
+      this._seqTypes.add(env.type);
+      if (this._delivered.has(env.id)) {
+        // Delivered already (without a seq, or under another seq): its seq only moves the
+        // stream on.
+        this.stats.duplicates += 1;
+        continue;
+      }
+      if (typeof env.id === "string") this._delivered.add(env.id);
       this.stats.delivered += 1;
       this._dispatch(env.type, env);
     }

@@ -265,8 +265,11 @@ let lastStatus = null;
 function renderRooms() {
   const body = $("rooms");
   body.replaceChildren();
-  const byNamespace = (lastStatus && lastStatus.presence) || {};
-  const clients = (lastStatus && lastStatus.rooms) || {};
+  // Per-room figures are in the status only for admins (`detail`); everyone else sees the
+  // counts of the fixed rooms and the rooms this page is in.
+  const detail = (lastStatus && lastStatus.detail) || {};
+  const byNamespace = detail.presence || {};
+  const clients = detail.rooms || (lastStatus && lastStatus.rooms) || {};
   const rows = new Map();
   for (const [namespace, rooms] of Object.entries(byNamespace)) {
     for (const room of Object.keys(rooms)) rows.set(room, namespace);
@@ -298,7 +301,9 @@ function renderServer(status) {
 
 async function pollStatus() {
   try {
-    const response = await fetch(`${root}/api/websocket/status`, { cache: "no-store" });
+    // An admin token adds the per-room detail; the public status has counts only.
+    const headers = session.isAdmin ? { Authorization: `Bearer ${session.token}` } : {};
+    const response = await fetch(`${root}/api/websocket/status`, { cache: "no-store", headers });
     if (response.ok) {
       lastStatus = await response.json();
       renderServer(lastStatus);

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 from eventbus.hookspecs import hookimpl
 
 from .cli import token_group
-from .strategies import AuthPlugin, create_token, default_authorize, load_validator
+from .sessions import MemoryOwners, RedisOwners, SessionRules
+from .strategies import (BUILTIN_ROLES, AuthPlugin, create_token, default_authorize, known_roles,
+                         load_validator)
 
 if TYPE_CHECKING:
     import click
@@ -30,7 +32,7 @@ def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -
 
 @hookimpl(trylast=True)
 def eventbus_authorize(identity: "Identity", namespace: str, room: "str | None", action: str) -> bool:
-    return default_authorize(identity, namespace, room, action)
+    return module_plugin.eventbus_authorize(identity=identity, namespace=namespace, room=room, action=action)
 
 
 @hookimpl
@@ -39,9 +41,14 @@ def eventbus_register_commands(cli: "click.Group") -> None:
 
 
 __all__ = [
+    "BUILTIN_ROLES",
     "AuthPlugin",
+    "MemoryOwners",
+    "RedisOwners",
+    "SessionRules",
     "create_token",
     "default_authorize",
+    "known_roles",
     "load_validator",
     "module_plugin",
     "token_group",

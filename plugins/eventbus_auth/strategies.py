@@ -23,6 +23,8 @@ from eventbus.events import ADMIN_NAMESPACE
 from eventbus.hookspecs import hookimpl
 from eventbus.identity import AuthError, Identity
 
+from .sessions import PRIVILEGED_ROLES, SESSION_ACTIONS, SessionRules, parse_sessions, session_of
+
 if TYPE_CHECKING:
     from eventbus.config import Config
 
@@ -34,6 +36,15 @@ DEFAULT_TTL = 24 * 3600
 
 Validator = Callable[[str], Any]
 
+#: The roles the built-in rules give a meaning to: ``admin`` (everything), ``publisher``
+#: (``POST /api/events``) and ``agent`` (any chat session; events on behalf of any user).
+BUILTIN_ROLES = ("admin", "agent", "publisher")
+
+
+def known_roles(config: Config) -> list[str]:
+    """The built-in roles and those declared with ``EVENTBUS_ROLES``, sorted."""
+    return sorted(set(BUILTIN_ROLES) | set(config.roles))
+
 
 def _jwt() -> Any:
     try:
@@ -43,10 +54,15 @@ def _jwt() -> Any:
     return jwt
 
 
-def create_token(secret: str, user: str, roles: Iterable[str] = (), ttl: float = DEFAULT_TTL) -> str:
-    """A signed HS256 token for ``user`` with ``roles``, valid for ``ttl`` seconds."""
+def create_token(secret: str, user: str, roles: Iterable[str] = (), ttl: float = DEFAULT_TTL,
+                 sessions: Iterable[str] | None = None) -> str:
+    """A signed HS256 token for ``user`` with ``roles``, valid for ``ttl`` seconds. With
+    ``sessions``, the token carries the ``sessions`` claim: its user may use exactly those
+    chat sessions."""
     now = int(time.time())
-    claims = {"sub": str(user), "roles": list(roles), "iat": now, "exp": now + int(ttl)}
+    claims: dict[str, Any] = {"sub": str(user), "roles": list(roles), "iat": now, "exp": now + int(ttl)}
+    if sessions is not None:
+        claims["sessions"] = list(sessions)
     return _jwt().encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -106,11 +122,14 @@ class AuthPlugin:
     def __init__(self) -> None:
         self.config: Config | None = None
         self.validator: Validator | None = None
+        #: The private-session rules and their owners; ``None`` in ``open`` mode.
+        self.sessions: SessionRules | None = None
 
     @hookimpl
     def eventbus_configure(self, config: Config) -> None:
         self.config = config
         self.validator = load_validator(config.auth_validator) if config.auth_validator else None
+        self.sessions = SessionRules.from_config(config)
 
     @hookimpl
     def eventbus_authenticate(self, auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
@@ -152,6 +171,7 @@ class AuthPlugin:
         user = claims.get("sub", claims.get("user_id"))
         if user is None or user == "":
             raise AuthError("validator claims have neither 'sub' nor 'user_id'", code="unauthorized")
+        parse_sessions(claims.get("sessions"), "validator")
         return Identity(str(user), _roles(claims.get("roles"), "validator"), dict(claims), "validator")
 
     def check_jwt(self, token: str) -> Identity:
@@ -168,6 +188,7 @@ class AuthPlugin:
             raise AuthError(f"invalid token: {exc}", code="unauthorized") from None
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise AuthError("token 'sub' must be a non-empty string", code="unauthorized")
+        parse_sessions(claims.get("sessions"), "token")
         return Identity(claims["sub"], _roles(claims.get("roles"), "token"), claims, "jwt")
 
     def check_api_key(self, key: Any) -> Identity | None:
@@ -187,16 +208,30 @@ class AuthPlugin:
     @hookimpl(trylast=True)
     def eventbus_authorize(self, identity: Identity, namespace: str, room: str | None,
                            action: str) -> bool:
-        return default_authorize(identity, namespace, room, action)
+        return default_authorize(identity, namespace, room, action, self.sessions)
 
 
-def default_authorize(identity: Identity | None, namespace: str, room: str | None, action: str) -> bool:
-    """``/admin`` and ``admin`` need role ``admin``; HTTP ``publish`` needs ``publisher`` or
-    ``admin``; anything else is open to any authenticated identity."""
+def default_authorize(identity: Identity | None, namespace: str, room: str | None, action: str,
+                      sessions: SessionRules | None = None) -> bool:
+    """The built-in rules.
+
+    - ``/admin`` and action ``admin`` need role ``admin``.
+    - HTTP ``publish`` (``POST /api/events``) needs ``publisher`` or ``admin``.
+    - ``act_as`` (an event whose ``user_id`` is another user's) needs ``admin`` or ``agent``.
+    - ``join``, ``publish`` and ``history`` in a ``session:<id>`` room follow ``sessions``
+      (:meth:`SessionRules.allows`); without ``sessions`` (``EVENTBUS_CHAT_SESSIONS=open``)
+      any authenticated identity may.
+    - Anything else is open to any authenticated identity.
+    """
     if identity is None:
         return False
     if namespace == ADMIN_NAMESPACE or action == "admin":
         return identity.has_role("admin")
     if action == "publish" and namespace == "http":
         return identity.has_role("publisher", "admin")
+    if action == "act_as":
+        return identity.has_role(*PRIVILEGED_ROLES)
+    session_id = session_of(room)
+    if sessions is not None and session_id is not None and action in SESSION_ACTIONS:
+        return sessions.allows(identity, session_id, action)
     return True

@@ -1,17 +1,24 @@
 """The log sink: every event as one JSON envelope per line, with size-based rotation.
 
-A write error (disk full, permission denied, missing directory) marks the sink degraded
-and is counted; the next batch re-opens the file, so the sink recovers on its own.
+The file is private to the server's user (0600, whatever the umask). Before each batch the
+sink checks that its path still names the file it has open, as
+:class:`logging.handlers.WatchedFileHandler` does: a file deleted or moved away (by an
+operator or an external logrotate) is closed and the path opened afresh, so lines never
+vanish into a deleted file. A write error (disk full, directory removed, path taken by a
+directory) marks the sink degraded and counts every event not written; the next batch
+opens the file again, so the sink recovers on its own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
+from eventbus.files import FILE_MODE, open_private
 from eventbus.hookspecs import hookimpl
 from eventbus.transport import Transport
 
@@ -29,8 +36,8 @@ class LogSinkTransport(Transport):
     :param max_bytes: rotate before a line would take the file past this size.
     :param backups: how many rotated files to keep (``path.1`` is the newest); 0 keeps none.
     :param flush: ``line`` flushes after every event, ``batch`` once per worker batch,
-        ``os`` leaves it to buffering (fastest; when a write finally fails, lines still in
-        the process buffer are lost with the event that hit the error, uncounted one by one).
+        ``os`` leaves it to buffering (fastest; when a write finally fails, or the file is
+        deleted, lines still in the process buffer are lost with it, uncounted one by one).
     """
 
     name = "logsink"
@@ -44,11 +51,13 @@ class LogSinkTransport(Transport):
         self.backups = backups
         self.flush = flush
         self.bytes_written = 0
-        self.write_errors = 0  # events that could not be written
+        self.failed = 0  # events that could not be written
+        self.reopened = 0  # times the path no longer named the open file
         self.rotations = 0
         self.error: str | None = None  # set while degraded
         self.last_error: str | None = None
         self._fh: BinaryIO | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._size = 0
         self._lock = threading.Lock()
 
@@ -66,34 +75,65 @@ class LogSinkTransport(Transport):
 
     def send(self, event: Event) -> None:
         with self._lock:
-            self._guard(1, lambda: self._write([event]), reraise=True)
+            self._guard(1, lambda: self._write_batch([event]), reraise=True)
 
-    def _guard(self, count: int, action: Callable[[], None], reraise: bool) -> None:
+    def _guard(self, count: int, action: Callable[[], Any], reraise: bool) -> None:
         try:
             action()
         except OSError as exc:
-            self.write_errors += count
+            self.failed += count
             self.last_error = self.error = f"{type(exc).__name__}: {exc}"
             log.warning("log sink %s: %d event(s) not written (%d so far): %s",
-                        self.path, count, self.write_errors, self.error)
+                        self.path, count, self.failed, self.error)
             self._discard()
             if reraise:
                 raise  # so the worker counts the events as failed
             return
         if self.error is not None:
-            log.info("log sink %s: writing again after %d lost event(s)", self.path, self.write_errors)
+            log.info("log sink %s: writing again after %d lost event(s)", self.path, self.failed)
             self.error = None
 
+    # -- the file ------------------------------------------------------------------------
     def _ensure_open(self) -> BinaryIO:
         if self._fh is None:
-            self._fh = open(self.path, "ab")
-            self._size = self._fh.tell()
+            fh = open_private(self.path, "ab")
+            info = os.fstat(fh.fileno())
+            self._fh, self._identity, self._size = fh, (info.st_dev, info.st_ino), info.st_size
         return self._fh
 
-    def _write(self, events: list[Event]) -> None:
+    def _follow_path(self) -> None:
+        """Close the open file when ``path`` no longer names it (deleted, or moved away by
+        an external rotation); the next write opens ``path`` afresh."""
+        if self._fh is None:
+            return
+        try:
+            info = os.stat(self.path)
+            current: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        except OSError:  # gone, or its directory is
+            current = None
+        if current == self._identity:
+            return
+        self.reopened += 1
+        log.warning("log sink %s: the file was %s; writing to %s afresh", self.path,
+                    "deleted" if current is None else "replaced or moved away", self.path)
+        self._discard()
+
+    def _write_batch(self, events: list[Event]) -> None:
+        """Write ``events``; when the file turns out to have been deleted while they were
+        written (so they went nowhere), write them again to a fresh file."""
+        self._follow_path()
+        lines = [(event.to_json() + "\n").encode("utf-8") for event in events]
+        self._write(lines)
+        if self.flush != "os" and self._fh is not None and os.fstat(self._fh.fileno()).st_nlink == 0:
+            self.reopened += 1
+            log.warning("log sink %s: the file was deleted while %d event(s) were written; "
+                        "writing them again to %s afresh", self.path, len(lines), self.path)
+            self._discard()
+            self._write(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
         pending = 0
-        for event in events:
-            line = (event.to_json() + "\n").encode("utf-8")
+        for line in lines:
             if self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
             fh = self._ensure_open()
@@ -119,6 +159,7 @@ class LogSinkTransport(Transport):
                 older = self._backup(index)
                 if older.exists():
                     os.replace(older, self._backup(index + 1))
+                    _make_private(self._backup(index + 1))  # kept from an older version
             os.replace(self.path, self._backup(1))
         self._size = 0
         self.rotations += 1
@@ -127,8 +168,10 @@ class LogSinkTransport(Transport):
         return self.path.with_name(f"{self.path.name}.{index}")
 
     def _discard(self) -> None:
-        """Drop the handle after an error; the next batch opens the file afresh."""
+        """Drop the handle (after an error, or when the path moved on); the next batch
+        opens the file afresh."""
         fh, self._fh = self._fh, None
+        self._identity = None
         if fh is not None:
             try:
                 fh.close()
@@ -142,7 +185,8 @@ class LogSinkTransport(Transport):
             "last_error": self.last_error,
             "path": str(self.path),
             "bytes_written": self.bytes_written,
-            "write_errors": self.write_errors,
+            "failed": self.failed,
+            "reopened": self.reopened,
             "rotations": self.rotations,
             "flush": self.flush,
         }
@@ -163,7 +207,15 @@ class BatchLogSinkTransport(LogSinkTransport):
 
     def send_batch(self, events: list[Event]) -> None:
         with self._lock:
-            self._guard(len(events), lambda: self._write(events), reraise=True)
+            self._guard(len(events), lambda: self._write_batch(events), reraise=True)
+
+
+def _make_private(path: Path) -> None:
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+            os.chmod(path, FILE_MODE)
+    except OSError as exc:
+        log.warning("log sink backup %s could not be made private: %s", path, exc)
 
 
 @hookimpl

@@ -102,6 +102,15 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
             from werkzeug.serving import run_simple
 
             run_simple(config.host, config.port, app, threaded=True)
+        elif mode == "gevent":
+            # gevent's plain WSGI server, never gevent-websocket's handler (even when that is
+            # installed): WebSocket frames are read by the bounded reader of engine.py.
+            from gevent import pywsgi
+
+            server = pywsgi.WSGIServer((config.host, config.port), app,
+                                       log="default" if log_level == "debug" else None)
+            manager.socketio.wsgi_server = server  # what SocketIO.stop() stops
+            server.serve_forever()
         else:
             extra = {"max_size": 100_000} if mode == "eventlet" else {}  # eventlet.wsgi caps at 1024
             manager.socketio.run(app, host=config.host, port=config.port, allow_unsafe_werkzeug=True,
@@ -127,7 +136,8 @@ def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
 @click.option("--session-id", default=None, help="Chat session (room session:<id>).")
 @click.option("--user-id", default=None)
 @click.option("--url", default=None, help="Server URL (default http://127.0.0.1:EVENTBUS_PORT).")
-@click.option("--token", default=None, help="Bearer token (EVENTBUS_TOKEN; default: a local publisher token).")
+@click.option("--token", default=None,
+              help="Bearer token (EVENTBUS_TOKEN; default: a local token with roles publisher and agent).")
 def emit_command(event_type: str, data: str, room: str | None, session_id: str | None,
                  user_id: str | None, url: str | None, token: str | None) -> None:
     """Publish one event through POST /api/events; prints the id and seq."""
@@ -145,7 +155,7 @@ def emit_command(event_type: str, data: str, room: str | None, session_id: str |
     base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
     try:
         response = requests.post(f"{base}/api/events", json=body, timeout=10,
-                                 headers={"Authorization": f"Bearer {_default_token(config, token, ['publisher'])}"})
+                                 headers={"Authorization": f"Bearer {_default_token(config, token, ['publisher', 'agent'])}"})
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from None
     try:

@@ -389,7 +389,7 @@ class _ChatListener:
 @click.command("demo")
 @click.option("--url", default=None, help="Server URL (default http://127.0.0.1:EVENTBUS_PORT).")
 @click.option("--token", default=None,
-              help="Bearer token with role publisher (EVENTBUS_TOKEN; default: a local one).")
+              help="Bearer token with roles publisher and agent (EVENTBUS_TOKEN; default: a local one).")
 @click.option("--rounds", type=click.IntRange(min=0), default=0, show_default=True,
               help="Questions to answer before exiting (0: run until Ctrl-C).")
 @click.option("--pace", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
@@ -407,7 +407,8 @@ def demo_command(url: str | None, token: str | None, rounds: int, pace: float, s
     state = click.get_current_context().obj
     config = state.config
     base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
-    bearer = _default_token(config, token, ["publisher"])
+    # agent: the demo speaks for its visitor and answers in every session it is asked in.
+    bearer = _default_token(config, token, ["publisher", "agent"])
     publisher = HttpPublisher(base, bearer)
     stop = threading.Event()
     errors: list[BaseException] = []

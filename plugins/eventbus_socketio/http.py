@@ -5,11 +5,22 @@ Errors are JSON: ``{"ok": false, "error": {"code", "message"}}`` with a 4xx stat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import selectors
+import socket
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import ClosingIterator
 
-from eventbus.events import EventBusError, EventTooLargeError, namespace_for_room, validate_room
+from eventbus.events import (
+    EventBusError,
+    EventTooLargeError,
+    InvalidRoomError,
+    namespace_for_room,
+    parse_json,
+    validate_room,
+)
 from eventbus.identity import AuthError, Identity
 
 from .metrics import render_metrics
@@ -22,8 +33,98 @@ _STATUS = {"unauthorized": 401, "token_expired": 401, "forbidden": 403, "payload
            "not_found": 404}
 
 
+#: Largest body of ``POST /api/connections/disconnect``: a sid or a user id and a mode.
+SMALL_BODY_BYTES = 16 * 1024
+#: Error codes of the HTTP errors Flask and Werkzeug raise themselves, on API paths.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 500: "internal_error"}
+
+
 def _error(code: str, message: str, status: int | None = None) -> tuple[Response, int]:
     return jsonify({"ok": False, "error": {"code": code, "message": message}}), status or _STATUS.get(code, 400)
+
+
+def read_json(limit: int, max_depth: int) -> Any:
+    """Read the request body and parse it with :func:`eventbus.events.parse_json`.
+
+    At most ``limit`` bytes are kept, whatever the encoding: a ``Content-Length`` over it is
+    refused before reading, and a chunked body is read through Werkzeug's
+    ``request.max_content_length``, which stops one byte past the limit. Werkzeug bounds a
+    chunked body that way only when the server says it ends the stream
+    (``wsgi.input_terminated``, set by Werkzeug's own server; without it Werkzeug reads
+    nothing). gevent's and eventlet's servers decode chunked bodies too but do not say so,
+    so it is said here. Raises :class:`~eventbus.events.EventTooLargeError`,
+    :class:`~eventbus.events.InvalidJSONError` or :class:`~eventbus.events.TooDeepError`.
+    """
+    too_large = EventTooLargeError(f"the request body is over {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    environ = request.environ
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        environ.setdefault("wsgi.input_terminated", True)
+    request.max_content_length = limit + 1  # one byte more tells a body over the limit
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        raise too_large
+    return parse_json(body, max_depth)
+
+
+class DrainUnreadBody:
+    """WSGI middleware for Werkzeug's own server (async mode ``threading``): once a
+    response is sent, what the client still sends of a body nobody read (a refused
+    upload) is read and dropped 64 KiB at a time, until the client pauses for 10 ms.
+
+    Werkzeug's server does the same after every response so that clients see the answer
+    rather than a reset, but 10 MB at a time: about 20 MB of memory for each refused upload.
+    With this in front it finds nothing left. gevent's and eventlet's servers already drop
+    unread bodies 16 KiB at a time; their requests pass through untouched.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = self.app(environ, start_response)
+        sock = environ.get("werkzeug.socket")
+        if sock is None or not (environ.get("CONTENT_LENGTH") not in (None, "", "0")
+                                or "HTTP_TRANSFER_ENCODING" in environ):
+            return body
+        return ClosingIterator(_then_drain(body, sock), getattr(body, "close", None))
+
+
+def _then_drain(body: Iterable[bytes], sock: socket.socket) -> Iterator[bytes]:
+    yield from body
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(sock, selectors.EVENT_READ)
+        if not selector.select(timeout=0):
+            return  # nothing waiting: the body was read (a client mid-upload fills the buffer)
+        while selector.select(timeout=0.01):
+            if not sock.recv(64 * 1024):
+                break
+    except (OSError, ValueError):
+        pass  # the client went away: nothing left to drop
+    finally:
+        selector.close()
+
+
+def _is_api_path() -> bool:
+    return request.path.startswith("/api/") or request.path == "/metrics"
+
+
+def _query_int(name: str, default: int, minimum: int) -> int:
+    """Query parameter ``name`` as an integer >= ``minimum``; ``invalid_query`` names it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise EventBusError(f"'{name}' must be an integer >= {minimum}, got {raw[:40]!r}",
+                            code="invalid_query")
+    return value
 
 
 def register_http(app: Flask, manager: SocketManager) -> None:
@@ -46,26 +147,84 @@ def register_http(app: Flask, manager: SocketManager) -> None:
         manager.refusals[exc.code] += 1
         return _error(exc.code, str(exc))
 
+    def refuse(exc: EventBusError) -> tuple[Response, int]:
+        manager.refusals[exc.code] += 1
+        return _error(exc.code, str(exc))
+
+    def http_error(exc: HTTPException) -> Any:
+        """Errors Flask and Werkzeug raise (no route, wrong method, body too large, a
+        failed handler) answer JSON on the API paths; other paths keep the app's pages."""
+        if not _is_api_path():
+            return exc
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
+        if status == 413 and request.max_content_length is not None:
+            message = f"the request body is over {request.max_content_length} bytes"
+        elif status >= 500:
+            manager.counters["http_errors"] += 1
+            message = "the server failed while handling the request (logged on the server)"
+        else:
+            message = exc.description or exc.name
+        if status in (400, 413):
+            manager.refusals[code] += 1
+        response, status = _error(code, message, status)
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                response.headers[name] = value
+        return response, status
+
+    if HTTPException not in app.error_handler_spec[None][None]:
+        app.register_error_handler(HTTPException, http_error)
+
     @bp.get("/api/websocket/status")
     def websocket_status() -> Any:
-        return jsonify(manager.status())
+        """Public: counts and totals, small whatever the number of rooms. A request with an
+        admin Bearer token also gets ``detail`` (rooms, presence and history per room);
+        ``?detail=1`` insists on it and is refused (401/403) without an admin token."""
+        asked = request.args.get("detail", "0").lower() not in ("", "0", "false", "no")
+        detail = False
+        if asked or request.headers.get("Authorization"):
+            try:
+                require_admin()
+                detail = True
+            except AuthError:
+                if asked:
+                    raise
+        return jsonify(manager.status(detail=detail))
 
     @bp.get("/api/health")
     def health() -> Any:
+        """``ok`` 200; ``down`` 503 (a transport is down); ``degraded`` with
+        ``health_degraded_status`` (503 by default) while the backend (Redis) is away or
+        events wait in its buffer, so a load balancer sends new clients elsewhere; a
+        degraded transport alone (a failing webhook receiver) stays 200."""
         transports = {w.name: w.snapshot()["health"].get("status", "ok") for w in bus.workers}
         down = [name for name, state in transports.items() if state == "down"]
         degraded = [name for name, state in transports.items() if state == "degraded"]
         state = "down" if down else "degraded" if degraded else "ok"
-        body = {"status": state, "transports": transports, "websocket_enabled": manager.enabled}
-        return jsonify(body), 503 if down else 200
+        body: dict[str, Any] = {"status": state, "transports": transports, "websocket_enabled": manager.enabled}
+        code = 503 if down else 200
+        redis = bus.redis
+        if redis is not None:
+            backend_ok = redis.state == "ok" and not redis.pending
+            body["backend"] = {"redis": "ok" if backend_ok else "degraded", "pending": len(redis.pending)}
+            if not backend_ok and not down:
+                state, code = "degraded", config.health_degraded_status
+                body["status"] = state
+        return jsonify(body), code
 
     @bp.post("/api/events")
     def publish() -> Any:
-        if request.content_length is not None and request.content_length > config.max_event_bytes * 2:
-            manager.refusals["payload_too_large"] += 1
-            return _error("payload_too_large", f"request body over {config.max_event_bytes * 2} bytes")
+        """Publish one event. The token and its publish right are checked before a byte of
+        the body is read; the body is at most twice ``max_event_bytes``."""
         identity = identity_from_request()
-        body = request.get_json(silent=True)
+        if not bus.authorize(identity, "http", None, "publish"):
+            raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
+                            code="forbidden")
+        try:
+            body = read_json(config.max_event_bytes * 2, config.max_json_depth)
+        except EventBusError as exc:
+            return refuse(exc)
         if not isinstance(body, dict):
             manager.refusals["invalid_payload"] += 1
             return _error("invalid_payload", "the body must be a JSON object with 'type' and 'data'")
@@ -87,9 +246,17 @@ def register_http(app: Flask, manager: SocketManager) -> None:
             if not bus.authorize(identity, "http", room, "publish"):
                 raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
                                 code="forbidden")
+            # An event speaks for its publisher unless the publisher may act for others.
+            user_id = body.get("user_id") or identity.user_id
+            if user_id != identity.user_id and not bus.authorize(identity, "http", room, "act_as"):
+                raise AuthError(f"{identity.user_id} may not publish as another user "
+                                "(needs role admin or agent)", code="forbidden")
+            # What a /chat client may send, it may send here only where a /chat client could.
+            if spec.name in ("chat_message", "typing_indicator") and not bus.authorize(
+                    identity, namespace, room, "publish"):
+                raise AuthError(f"{identity.user_id} may not publish in {room}", code="forbidden")
             event = bus.emit(spec.name, body.get("data", {}), room=body.get("room"),
-                             session_id=body.get("session_id"),
-                             user_id=body.get("user_id") or identity.user_id,
+                             session_id=body.get("session_id"), user_id=user_id,
                              source=f"http:{identity.user_id}", origin="http")
         except AuthError:
             raise
@@ -108,15 +275,13 @@ def register_http(app: Flask, manager: SocketManager) -> None:
     def history() -> Any:
         identity = identity_from_request()
         try:
-            room = validate_room(request.args.get("room"))
-            after = int(request.args.get("after", "0"))
-            limit = min(int(request.args.get("limit", "1000")), 10000)
-            if after < 0 or limit < 1:
-                raise ValueError
-        except ValueError:
-            return _error("invalid_query", "'after' must be >= 0 and 'limit' >= 1")
+            if "room" not in request.args:
+                raise InvalidRoomError("'room' is required: GET /api/events?room=R&after=SEQ")
+            room = validate_room(request.args["room"])
+            after = _query_int("after", 0, 0)
+            limit = min(_query_int("limit", 1000, 1), 10000)
         except EventBusError as exc:
-            return _error(exc.code, str(exc))
+            return refuse(exc)
         namespace = namespace_for_room(room, "/monitoring")
         if not bus.authorize(identity, namespace, room, "history"):
             raise AuthError(f"{identity.user_id} may not read {room}", code="forbidden")
@@ -147,7 +312,10 @@ def register_http(app: Flask, manager: SocketManager) -> None:
         ``kick`` (a Socket.IO disconnect: clients stay away) or ``drop`` (the transport is
         closed as by a network failure: clients reconnect and resume)."""
         identity = require_admin()
-        body = request.get_json(silent=True)
+        try:
+            body = read_json(SMALL_BODY_BYTES, config.max_json_depth)
+        except EventBusError as exc:
+            return refuse(exc)
         if not isinstance(body, dict) or not (isinstance(body.get("sid"), str) or isinstance(body.get("user_id"), str)):
             return _error("invalid_payload", "send {\"sid\": ...} or {\"user_id\": ...}")
         targets = [c for c in list(manager.connections.values())
@@ -189,3 +357,4 @@ def register_http(app: Flask, manager: SocketManager) -> None:
         return response
 
     app.register_blueprint(bp)
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]

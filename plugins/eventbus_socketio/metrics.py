@@ -93,6 +93,8 @@ class EventBusCollector:
             refusals.add_metric([code], count)
         yield refusals
 
+        yield from _limit_metrics(manager)
+
         server = CounterMetricFamily("eventbus_server", "Server counters", labels=["counter"])
         for name, value in sorted(manager.counters.items()):
             server.add_metric([name], value)
@@ -105,6 +107,10 @@ class EventBusCollector:
             buffered = GaugeMetricFamily("eventbus_redis_buffered", "Events waiting for Redis")
             buffered.add_metric([], len(redis.pending))
             yield buffered
+            held = GaugeMetricFamily("eventbus_redis_ingest_partitions", "Ingest partitions this server consumes")
+            held.add_metric([], len(redis.owned))
+            yield held
+            # Every outcome, drops, retries, duplicates and refusals included.
             redis_counters = CounterMetricFamily("eventbus_redis", "Redis stream outcomes", labels=["outcome"])
             for name, value in sorted(redis.counters.items()):
                 redis_counters.add_metric([name], value)
@@ -112,6 +118,35 @@ class EventBusCollector:
         auth = CounterMetricFamily("eventbus_auth_failures", "Refused Socket.IO and HTTP authentications")
         auth.add_metric([], manager.counters.get("auth_failures", 0) + manager.counters.get("http_auth_failures", 0))
         yield auth
+
+
+def _limit_metrics(manager: SocketManager) -> Iterator[Any]:
+    """What clients hold against the limits: rooms, memberships, pending Engine.IO sessions
+    and the retained history (with the rooms it forgot)."""
+    members = manager.room_members()
+    rooms = GaugeMetricFamily("eventbus_rooms", "Rooms with at least one connection")
+    rooms.add_metric([], len(members))
+    yield rooms
+    memberships = GaugeMetricFamily("eventbus_room_memberships", "Connections in rooms, summed over rooms")
+    memberships.add_metric([], sum(members.values()))
+    yield memberships
+    if manager.pending_sessions is not None:
+        pending = GaugeMetricFamily("eventbus_pending_sessions",
+                                    "Engine.IO sessions not yet signed in to a namespace")
+        pending.add_metric([], len(manager.pending_sessions))
+        yield pending
+    stats = getattr(manager.bus.history, "stats", None)
+    if callable(stats):
+        figures = stats()
+        retained = GaugeMetricFamily("eventbus_history_retained", "Retained history", labels=["what"])
+        retained.add_metric(["rooms"], figures["rooms"])
+        retained.add_metric(["events"], figures["events"])
+        yield retained
+        evicted = CounterMetricFamily("eventbus_history_evicted_rooms",
+                                      "Rooms the history forgot, by reason (age, budget)", labels=["reason"])
+        for reason, count in sorted(figures["evicted_rooms"].items()):
+            evicted.add_metric([reason], count)
+        yield evicted
 
 
 def _number(value: Any) -> bool:

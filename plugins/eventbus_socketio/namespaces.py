@@ -24,9 +24,12 @@ from eventbus.events import (
     validate_room,
 )
 from eventbus.identity import AuthError
+from eventbus.redact import clean
+
+from .packets import InvalidPacket
 
 if TYPE_CHECKING:
-    from .manager import SocketManager
+    from .manager import Connection, SocketManager
 
 log = logging.getLogger("eventbus.socketio")
 
@@ -75,6 +78,9 @@ class EventBusNamespace(Namespace):
 
     # -- dispatch -------------------------------------------------------------------
     def trigger_event(self, event: str, *args: Any) -> Any:
+        """Run a handler. ``connect`` and ``disconnect`` arrive here only from the server
+        itself: a client event of that name is refused before dispatch (``engine.py``);
+        every client event must be in :attr:`client_events`."""
         if event in ("connect", "disconnect"):
             return super().trigger_event(event, *args)
         sid = args[0] if args else None
@@ -82,6 +88,9 @@ class EventBusNamespace(Namespace):
         conn = manager.connections.get(sid)
         if conn is None:
             return error_ack("unauthorized", "not connected")
+        if isinstance(event, InvalidPacket):  # refused while decoding (packets.py)
+            manager.refuse(conn, "packet", event.code)
+            return error_ack(event.code, event.message)
         if event not in self.client_events:
             manager.refuse(conn, event, "unknown_event")
             return error_ack("unknown_event", f"{self.namespace} does not handle {event!r}")
@@ -99,7 +108,7 @@ class EventBusNamespace(Namespace):
         except Exception:  # noqa: BLE001 - a handler bug must not reach the client
             manager.counters["handler_errors"] += 1
             log.exception("handler error sid=%s user=%s namespace=%s event=%s",
-                          sid, conn.identity.user_id, self.namespace, event)
+                          clean(sid), clean(conn.identity.user_id), self.namespace, clean(event))
             self.socketio.server.emit(
                 "error", {"code": "internal_error", "message": f"{event} failed on the server"},
                 to=sid, namespace=self.namespace, ignore_queue=True)
@@ -117,17 +126,35 @@ class EventBusNamespace(Namespace):
         except AuthError as exc:
             manager.auth_failed(self.namespace, exc, environ)
             raise Refused(exc) from None
-        conn = manager.connected(request.sid, self.namespace, identity, environ,
-                                 batched=auth.get("batch") is True)
-        resume = auth.get("resume")
+        try:
+            conn = manager.connected(request.sid, self.namespace, identity, environ,
+                                     batched=auth.get("batch") is True)
+        except ClientError as exc:  # a limit (too_many_connections): refused, counted
+            manager.connect_refused(self.namespace, identity, exc.code, environ)
+            raise Refused(exc) from None
+        try:
+            self._enter_rooms(conn, auth.get("resume"))
+        except Exception:
+            manager.disconnected(request.sid, "connect failed")  # give back the user's slot
+            raise
+
+    def _enter_rooms(self, conn: Connection, resume: Any) -> None:
+        """The default room, then the rooms of ``auth.resume``. A refused resume leaves the
+        connection standing: it is counted and told to the client as an ``error`` event
+        ``{code, message}`` (a connect has no ack)."""
+        manager = self.manager
         resumed_rooms = resume.get("rooms") if isinstance(resume, dict) else None
         if self.default_room and not (isinstance(resumed_rooms, dict) and self.default_room in resumed_rooms):
             manager.join(conn, self.default_room)
         if isinstance(resume, dict):
             try:
-                manager.resume(conn, resume)
+                # Each room costs a rate-limit token here too (the connect itself is free).
+                manager.resume(conn, resume, paid=0)
             except (ClientError, InvalidEventError) as exc:
-                log.info("resume in connect refused sid=%s: %s", request.sid, exc)
+                manager.refuse(conn, "resume", exc.code)
+                self.socketio.server.emit(
+                    "error", {"code": exc.code, "message": f"resume in connect refused: {exc}"},
+                    to=request.sid, namespace=self.namespace, ignore_queue=True)
                 if self.default_room and self.default_room not in conn.rooms:
                     manager.join(conn, self.default_room)
 

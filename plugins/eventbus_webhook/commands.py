@@ -13,6 +13,7 @@ import click
 from eventbus.config import ConfigError
 
 from .outbox import Outbox
+from .redaction import scrub
 from .settings import WebhookSettings, generate_secret, load_settings
 
 
@@ -59,7 +60,9 @@ def list_command(as_json: bool) -> None:
         rows.append({**endpoint.describe(), "disabled": disabled,
                      "pending": counts.get(endpoint.name, {}).get("pending", 0),
                      "dead_letters": counts.get(endpoint.name, {}).get("dead", 0),
-                     **{k: state.get(k) for k in ("last_success_at", "last_error", "last_error_at")}})
+                     "last_success_at": state.get("last_success_at"),
+                     "last_error": scrub(state.get("last_error"), endpoint.url),
+                     "last_error_at": state.get("last_error_at")})
     configured = {e.name for e in settings.endpoints}
     orphans = {name: c for name, c in counts.items() if name not in configured}
     if as_json:
@@ -84,13 +87,16 @@ def list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with bodies) instead of a table.")
 def dead_letters_command(endpoint: str | None, limit: int, as_json: bool) -> None:
     """Deliveries that ran out of attempts, newest first."""
-    _, path = _settings()
+    settings, path = _settings()
     outbox = _open(path)
     try:
         rows = outbox.dead_letters(endpoint, limit) if outbox else []
     finally:
         if outbox:
             outbox.close()
+    urls = {e.name: e.url for e in settings.endpoints}
+    for row in rows:  # texts stored by an older version may hold the endpoint's raw URL
+        row.last_error = scrub(row.last_error, urls.get(row.endpoint))
     if as_json:
         click.echo(json.dumps([{**r.describe(), "body": json.loads(r.body)} for r in rows], indent=2))
         return

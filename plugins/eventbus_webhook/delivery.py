@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import signing
+from .redaction import scrub
 
 if TYPE_CHECKING:
     import requests
@@ -123,6 +124,8 @@ class EndpointDelivery:
         for key in ("last_success_at", "last_error", "last_error_at", "last_status"):
             if getattr(self, key) is None and state.get(key) is not None:
                 setattr(self, key, state[key])
+        # An outbox written by an older version may hold error texts with the raw URL.
+        self.last_error = scrub(self.last_error, self.endpoint.url)
 
     # -- the worker loop -------------------------------------------------------------
     def _run(self) -> None:
@@ -197,7 +200,8 @@ class EndpointDelivery:
             self.counters["timeouts"] += 1
             error = f"timeout after {endpoint.timeout:g}s"
         except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # requests puts the URL (query and all) into its messages: keep credentials out.
+            error = f"{type(exc).__name__}: {scrub(str(exc), endpoint.url)}"
         now = time.time()
         if error is None:
             self._succeeded(delivery, status, now)
@@ -208,7 +212,7 @@ class EndpointDelivery:
         assert self.outbox is not None
         self.outbox.delivered(delivery, status or 0, now)
         if self.last_error_at is not None and (self.last_success_at or 0) < self.last_error_at:
-            log.info("webhook %s: delivering again (%s)", self.name, self.endpoint.url)
+            log.info("webhook %s: delivering again (%s)", self.name, self.endpoint.display_url)
         self.counters["delivered"] += 1
         self.pending = max(0, self.pending - 1)
         self.last_success_at, self.last_status = now, status
@@ -219,7 +223,7 @@ class EndpointDelivery:
         attempts = delivery.attempts + 1
         self.counters["failures"] += 1
         if (self.last_success_at or 0) >= (self.last_error_at or 0):
-            log.warning("webhook %s: delivery to %s failing: %s", self.name, self.endpoint.url, error)
+            log.warning("webhook %s: delivery to %s failing: %s", self.name, self.endpoint.display_url, error)
         self.last_error, self.last_error_at, self.last_status = error, now, status
         if status == 410:
             reason = f"receiver answered 410 Gone at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))}Z"
@@ -266,7 +270,7 @@ class EndpointDelivery:
         else:
             state = "ok"
         return {
-            "url": self.endpoint.url,
+            "url": self.endpoint.display_url,
             "state": state,
             # 0/1 rather than a bool, so /metrics (numbers only) shows it too.
             "disabled": int(self.disabled_reason is not None),

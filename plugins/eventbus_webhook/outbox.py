@@ -2,20 +2,28 @@
 or becomes a dead letter, plus each endpoint's persisted state (disabled, last success/error).
 
 The server and the ``eventbus webhook`` commands share it; nothing else is needed to inspect
-or repair deliveries.
+or repair deliveries. The file and its ``-wal``/``-shm`` companions are private to the
+server's user (0600, in a 0700 directory), because they hold event bodies.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from eventbus.files import FILE_MODE, open_private, private_dir
+
 SCHEMA_VERSION = 1
-PENDING, DEAD = "pending", "dead"
+#: A row's life: ``intake`` (stored while the emitter waits, before the bus assigned
+#: ``seq``; not yet attempted), ``pending`` (due for attempts), ``dead`` (a dead letter).
+INTAKE, PENDING, DEAD = "intake", "pending", "dead"
+SIDECARS = ("-wal", "-shm", "-journal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -73,6 +81,19 @@ class Delivery:
         return row
 
 
+class OutboxError(RuntimeError):
+    """A write to the outbox failed; the message says why."""
+
+
+@dataclass
+class _Ticket:
+    """One caller's rows waiting in a group commit."""
+
+    rows: list[tuple[str, str, str, str, float]]
+    done: bool = False
+    error: str | None = None
+
+
 class Outbox:
     """Thread-safe access to the outbox file.
 
@@ -80,7 +101,9 @@ class Outbox:
     event survives even a power cut; ``work`` (attempt results, housekeeping, status) uses
     ``NORMAL``, where losing the last commits at worst repeats a delivery, which receivers
     drop by ``webhook-id``. Each connection has its own lock, so status reads and attempt
-    bookkeeping never wait for each other's Python-side work.
+    bookkeeping never wait for each other's Python-side work. Writes of both connections
+    also take one write lock: SQLite lets one writer in at a time and makes the others
+    sleep-poll (a millisecond and more per try), while a Python lock hands over at once.
     """
 
     def __init__(self, path: str | Path):
@@ -89,17 +112,36 @@ class Outbox:
         self._work: sqlite3.Connection | None = None
         self._ingest_lock = threading.Lock()
         self._work_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # always taken last, after a connection's lock
+        self._group = threading.Condition(threading.Lock())
+        self._group_waiting: list[_Ticket] = []
+        self._group_committing = False
+        self.group_commits = 0  # transactions written by enqueue_together
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> "Outbox":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_private()
         self._work = self._connect("NORMAL")
         with self._work:
             self._work.executescript(_SCHEMA)
             self._work.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ingest = self._connect("FULL")
         return self
+
+    def _make_private(self) -> None:
+        """Create the file 0600 (in a 0700 directory) before SQLite opens it, whatever the
+        umask: SQLite gives the ``-wal`` and ``-shm`` files it creates later the database
+        file's permissions. Companions left by an older version are tightened too."""
+        private_dir(self.path.parent)
+        open_private(self.path, "ab").close()
+        for suffix in SIDECARS:
+            sidecar = Path(str(self.path) + suffix)
+            try:
+                if stat.S_IMODE(sidecar.stat().st_mode) != FILE_MODE:
+                    os.chmod(sidecar, FILE_MODE)
+            except FileNotFoundError:
+                pass
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -122,7 +164,7 @@ class Outbox:
         self.close()
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        with self._work_lock:
+        with self._work_lock, self._write_lock:
             if self._work is None:
                 return 0
             return self._work.execute(sql, tuple(params)).rowcount
@@ -134,29 +176,94 @@ class Outbox:
             return self._work.execute(sql, tuple(params)).fetchall()
 
     # -- ingest ------------------------------------------------------------------------
-    def enqueue(self, rows: list[tuple[str, str, str, str, float]], now: float | None = None) -> int:
+    def enqueue(self, rows: list[tuple[str, str, str, str, float]], now: float | None = None,
+                status: str = PENDING) -> int:
         """Insert ``(endpoint, event_id, event_type, body, created_at)`` rows in one
-        transaction, due immediately. A row already present for the same endpoint and id is
-        kept as is. Returns how many rows were added."""
+        ``synchronous=FULL`` transaction, due immediately (``pending``) or held as ``intake``
+        until :meth:`promote`. A row already present for the same endpoint and id is kept as
+        is. Returns how many rows were added."""
         if not rows:
             return 0
         now = time.time() if now is None else now
-        with self._ingest_lock:
+        with self._ingest_lock, self._write_lock:
             conn = self._ingest
             if conn is None:
-                raise RuntimeError("the webhook outbox is closed")
+                raise OutboxError("the webhook outbox is closed")
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
                     "INSERT OR IGNORE INTO deliveries (endpoint, event_id, event_type, body, "
-                    "created_at, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(*row, now, now) for row in rows])
+                    "created_at, next_attempt_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*row, now, status, now) for row in rows])
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return conn.total_changes - before
+
+    def enqueue_together(self, rows: list[tuple[str, str, str, str, float]]) -> None:
+        """Store ``rows`` as ``intake`` and return once they are committed (``FULL``), for
+        callers that answer only after that. Concurrent callers share one transaction (group
+        commit): whoever finds no commit running writes every waiting caller's rows, so N
+        publishers at once cost one fsync, not N. Raises :class:`OutboxError` when the
+        commit that held the rows failed."""
+        ticket = _Ticket(rows)
+        with self._group:
+            self._group_waiting.append(ticket)
+            while self._group_committing and not ticket.done:
+                self._group.wait()
+            if not ticket.done:
+                self._group_committing = True
+                batch, self._group_waiting = self._group_waiting, []
+        if not ticket.done:
+            self._commit_group(batch)
+        if ticket.error is not None:
+            raise OutboxError(ticket.error)
+
+    def _commit_group(self, batch: list[_Ticket]) -> None:
+        error: str | None = None
+        try:
+            self.enqueue([row for t in batch for row in t.rows], status=INTAKE)
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the reason
+            error = f"{type(exc).__name__}: {exc}"
+        with self._group:
+            self.group_commits += 1
+            self._group_committing = False
+            for t in batch:
+                t.done, t.error = True, error
+            self._group.notify_all()
+
+    def promote(self, rows: list[tuple[str, str, str, float]], now: float | None = None) -> int:
+        """Make ``intake`` rows due: ``(endpoint, event_id, body, next_attempt_at)`` gives
+        each its final body (with ``seq``). Rows no longer in ``intake`` are left alone, so
+        a promotion that comes late never repeats a delivery. ``NORMAL`` is enough: if the
+        commit is lost, the rows are still stored and start promotes them. Returns how many
+        rows changed."""
+        if not rows:
+            return 0
+        now = time.time() if now is None else now
+        with self._work_lock, self._write_lock:
+            conn = self._work
+            if conn is None:
+                raise OutboxError("the webhook outbox is closed")
+            before = conn.total_changes
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany("UPDATE deliveries SET body = ?, status = 'pending', next_attempt_at = ?, "
+                                 "updated_at = ? WHERE endpoint = ? AND event_id = ? AND status = 'intake'",
+                                 [(body, due, now, endpoint, event_id) for endpoint, event_id, body, due in rows])
+            return conn.total_changes - before
+
+    def promote_intake(self, stored_before: float | None = None, now: float | None = None) -> int:
+        """Make due, with the body they were stored with (``seq`` null), the ``intake`` rows
+        stored before ``stored_before`` (all when None): events whose emitter had its answer
+        but whose hand-off to the webhook worker never came (a crash, a full worker queue)."""
+        now = time.time() if now is None else now
+        cutoff = float("inf") if stored_before is None else stored_before
+        return self._write("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? "
+                           "WHERE status = 'intake' AND updated_at < ?", (now, now, cutoff))
 
     # -- delivery bookkeeping ----------------------------------------------------------
     def due(self, endpoint: str, now: float, exclude: Iterable[int] = (), limit: int = 32) -> list[Delivery]:
@@ -179,7 +286,7 @@ class Outbox:
         return rows[0][0] if rows else None
 
     def delivered(self, delivery: Delivery, status_code: int, now: float) -> None:
-        with self._work_lock:
+        with self._work_lock, self._write_lock:
             conn = self._work
             if conn is None:
                 return
@@ -191,7 +298,7 @@ class Outbox:
     def failed(self, delivery: Delivery, *, attempts: int, error: str, status_code: int | None,
                now: float, next_attempt_at: float | None) -> None:
         """Record a failed attempt: retry at ``next_attempt_at``, or a dead letter when None."""
-        with self._work_lock:
+        with self._work_lock, self._write_lock:
             conn = self._work
             if conn is None:
                 return
@@ -217,7 +324,7 @@ class Outbox:
 
     # -- endpoint state ----------------------------------------------------------------
     def disable(self, name: str, reason: str, now: float | None = None) -> None:
-        with self._work_lock:
+        with self._work_lock, self._write_lock:
             if self._work is not None:
                 self._upsert_endpoint(self._work, name, disabled=1, disabled_reason=reason,
                                       disabled_at=time.time() if now is None else now)
@@ -240,16 +347,18 @@ class Outbox:
 
     # -- inspection and repair ---------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{endpoint: {"pending": n, "dead": n}}``."""
+        """``{endpoint: {"pending": n, "dead": n}}``; ``pending`` includes ``intake`` rows."""
         result: dict[str, dict[str, int]] = {}
         for endpoint, status, count in self._read(
                 "SELECT endpoint, status, COUNT(*) FROM deliveries GROUP BY endpoint, status"):
-            result.setdefault(endpoint, {PENDING: 0, DEAD: 0})[status] = count
+            row = result.setdefault(endpoint, {PENDING: 0, DEAD: 0})
+            key = PENDING if status == INTAKE else status
+            row[key] = row.get(key, 0) + count
         return result
 
     def oldest_pending(self) -> dict[str, float]:
         return dict(self._read("SELECT endpoint, MIN(created_at) FROM deliveries "
-                               "WHERE status = 'pending' GROUP BY endpoint"))
+                               "WHERE status IN ('pending', 'intake') GROUP BY endpoint"))
 
     def dead_letters(self, endpoint: str | None = None, limit: int = 100) -> list[Delivery]:
         where, params = ("AND endpoint = ?", (endpoint,)) if endpoint else ("", ())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from eventbus.config import ConfigError
+from eventbus.redact import redact_url
 
 if TYPE_CHECKING:
     from eventbus.config import Config
@@ -31,7 +32,16 @@ SOURCE = "EVENTBUS_WEBHOOKS"
 ENDPOINT_FIELDS = {"name", "url", "secret", "secrets", "event_types", "rooms", "enabled",
                    "timeout", "concurrency", "retry_schedule", "headers"}
 GLOBAL_FIELDS = {"schedule_scale", "jitter", "max_pending", "max_age", "dead_letter_max",
-                 "dead_letter_max_age", "max_retry_after", "housekeeping_interval", "outbox_file"}
+                 "dead_letter_max_age", "max_retry_after", "housekeeping_interval", "outbox_file",
+                 "durable_accept"}
+#: Which events are in the outbox before ``emit`` returns (so before an HTTP 202 or a
+#: Socket.IO ack): events from clients (HTTP API, Socket.IO); those and ``bus.emit()``
+#: calls of the application; or none. Agents' blinker signals never wait.
+DURABLE_ACCEPT = ("clients", "emit", "off")
+#: Event origins that ``durable_accept = "clients"`` covers: those that get an answer.
+CLIENT_ORIGINS = frozenset({"http", "client"})
+#: ``durable_accept = "emit"`` adds direct ``bus.emit()`` calls.
+EMIT_ORIGINS = CLIENT_ORIGINS | {"api"}
 
 
 def generate_secret(nbytes: int = 32) -> str:
@@ -70,18 +80,19 @@ def _compile(globs: tuple[str, ...] | None) -> re.Pattern[str] | None:
 @dataclass
 class Endpoint:
     """One receiver. Built by :func:`parse_endpoints`; ``keys`` are the decoded secrets,
-    newest first, all of which sign every delivery (rotation)."""
+    newest first, all of which sign every delivery (rotation). ``url`` (which may hold
+    credentials), ``keys`` and ``headers`` stay out of ``repr``; show :attr:`display_url`."""
 
     name: str
-    url: str
-    keys: tuple[bytes, ...]
+    url: str = field(repr=False)
+    keys: tuple[bytes, ...] = field(repr=False)
     event_types: tuple[str, ...] = ("*",)
     rooms: tuple[str, ...] | None = None
     enabled: bool = True
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
     retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._type_re = _compile(self.event_types)
@@ -93,9 +104,15 @@ class Endpoint:
             return False
         return self._room_re is None or bool(self._room_re.match(event.room))
 
+    @property
+    def display_url(self) -> str:
+        """The URL as shown anywhere: ``scheme://host[:port]/path``, no user, password,
+        query or fragment."""
+        return redact_url(self.url)
+
     def describe(self) -> dict[str, Any]:
         """Settings without the secrets, for status pages and the CLI."""
-        return {"name": self.name, "url": self.url, "event_types": list(self.event_types),
+        return {"name": self.name, "url": self.display_url, "event_types": list(self.event_types),
                 "rooms": None if self.rooms is None else list(self.rooms), "enabled": self.enabled,
                 "timeout": self.timeout, "concurrency": self.concurrency,
                 "retry_schedule": list(self.retry_schedule), "secrets": len(self.keys)}
@@ -115,6 +132,14 @@ class WebhookSettings:
     max_retry_after: float = 6 * 3600.0
     housekeeping_interval: float = 30.0
     outbox_file: str = "webhooks.sqlite3"
+    durable_accept: str = "clients"  # one of DURABLE_ACCEPT
+
+    def durable_for(self, origin: str) -> bool:
+        """Whether an event of this origin is written to the outbox before ``emit`` returns.
+        Signals never wait: an agent has no answer to wait for and must never be slowed."""
+        if self.durable_accept == "emit":
+            return origin in EMIT_ORIGINS
+        return self.durable_accept == "clients" and origin in CLIENT_ORIGINS
 
 
 def _number(label: str, key: str, value: Any, lo: float, integer: bool = False) -> Any:
@@ -147,13 +172,14 @@ def parse_endpoint(raw: Mapping[str, Any], index: int) -> Endpoint:
     url = raw.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{label}: 'url' must be an http:// or https:// URL with a host, got {url!r}")
+        raise ConfigError(f"{label}: 'url' must be an http:// or https:// URL with a host, "
+                          f"got {redact_url(url) if isinstance(url, str) else repr(url)}")
     try:
         port = parts.port
     except ValueError:
         port = -1
     if port == -1:
-        raise ConfigError(f"{label}: 'url' has an invalid port: {url!r}")
+        raise ConfigError(f"{label}: 'url' has an invalid port")
     if "secret" in raw and "secrets" in raw:
         raise ConfigError(f"{label}: give either 'secret' or 'secrets', not both")
     given = raw.get("secret", raw.get("secrets"))
@@ -231,4 +257,15 @@ def load_settings(config: Config) -> WebhookSettings:
         raise ConfigError(f"[plugins.webhook]: 'jitter' must be below 1, got {settings.jitter}")
     if "outbox_file" in table:
         settings.outbox_file = str(table["outbox_file"])
+    settings.durable_accept = _durable_accept(env, table)
     return settings
+
+
+def _durable_accept(env: Mapping[str, str], table: Mapping[str, Any]) -> str:
+    env_name = "EVENTBUS_WEBHOOK_DURABLE_ACCEPT"
+    source, value = ((env_name, env[env_name]) if env.get(env_name)
+                     else ("[plugins.webhook]", table.get("durable_accept", "clients")))
+    if value not in DURABLE_ACCEPT:
+        raise ConfigError(f"{source}: 'durable_accept' must be one of {', '.join(DURABLE_ACCEPT)}, "
+                          f"got {value!r}")
+    return str(value)

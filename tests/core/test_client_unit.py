@@ -58,21 +58,35 @@ def envelope(seq: int | None, event_type: str = "agent_started", room: str = "mo
 
 
 class FakeSession:
-    """Answers ``GET /api/events`` from a list of envelopes."""
+    """Answers ``GET /api/events`` from a list of envelopes (``latest`` when history holds
+    fewer than the room had); ``failures`` answers 503 that many times first; ``gate``, when
+    set, holds each answer until it is set; ``then``, a list of ``(epoch, events)`` that
+    replace the history, one before each answer after the first."""
 
-    def __init__(self, epoch: str, events: list[dict[str, Any]]):
-        self.epoch, self.events, self.calls = epoch, events, []
+    def __init__(self, epoch: str, events: list[dict[str, Any]], latest: int | None = None):
+        self.epoch, self.events, self.latest, self.calls = epoch, events, latest, []
+        self.failures = 0
+        self.gate: threading.Event | None = None
+        self.then: list[tuple[str, list[dict[str, Any]]]] = []
 
     def get(self, url: str, params: dict[str, Any], headers: dict[str, str], timeout: float) -> Any:
         self.calls.append((url, dict(params), headers["Authorization"]))
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.then and len(self.calls) > 1:
+            self.epoch, self.events = self.then.pop(0)
         epoch, events = self.epoch, [e for e in self.events if e["seq"] > int(params["after"])]
+        latest = self.latest or max((e["seq"] for e in self.events), default=0)
+        failing = self.failures > 0
+        self.failures -= 1
 
         class Response:
-            status_code = 200
+            status_code = 503 if failing else 200
 
             @staticmethod
             def json() -> dict[str, Any]:
-                latest = max((e["seq"] for e in self.events), default=0)
+                if failing:
+                    return {"ok": False, "error": {"code": "redis_unavailable", "message": "history is unavailable"}}
                 return {"ok": True, "room": params["room"], "epoch": epoch, "latest_seq": latest,
                         "complete": True, "events": events}
 
@@ -191,7 +205,7 @@ def test_new_epoch_fetches_history_from_the_start_and_adopts_it(make_client) -> 
     assert session.calls == [("http://server/api/events", {"room": "monitoring", "after": 0}, "Bearer tok")]
     assert client.positions() == {"monitoring": {"seq": 3, "epoch": "E2"}}
     assert resyncs == [{"room": "monitoring", "epoch": "E2", "previous_epoch": "E1", "fetched": 2,
-                        "lost": 0, "complete": True}]
+                        "lost": 0, "unverified": 0, "gaps": [], "complete": True}]
 
 
 def test_a_gap_that_does_not_close_is_filled_from_history(make_client) -> None:
@@ -203,6 +217,161 @@ def test_a_gap_that_does_not_close_is_filled_from_history(make_client) -> None:
     client.wait_for(lambda: seen == [1, 2, 3], timeout=5)
     assert session.calls[0][1] == {"room": "monitoring", "after": 1}
     assert client.stats["lost"] == 0
+
+
+def unsequenced(event_id: str, event_type: str = "agent_started", room: str = "monitoring") -> dict[str, Any]:
+    """An event a server delivered at once without a seq (its Redis was away)."""
+    return envelope(None, event_type, room, event_id)
+
+
+def delivered_ids(client: EventBusClient) -> list[str]:
+    ids: list[str] = []
+    client.on("*", lambda event_type, env: ids.append(env["id"]) if isinstance(env, dict) and "id" in env else None)
+    return ids
+
+
+def test_events_delivered_without_seq_are_skipped_when_history_has_them(make_client) -> None:
+    # Same epoch (Redis came back with its data): the server skips, in its fan-out, what it
+    # delivered itself, so the seqs 3-5 arrive only as a gap filled from history.
+    session = FakeSession("E1", [envelope(1), envelope(2), envelope(3, event_id="x1"),
+                                 envelope(4, event_id="x2"), envelope(5, event_id="x3"), envelope(6)])
+    resyncs: list[dict[str, Any]] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append)
+    ids = delivered_ids(client)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", envelope(2))
+    for event_id in ("x1", "x2", "x3"):
+        socket.server_emit("agent_started", unsequenced(event_id))
+    socket.server_emit("agent_started", envelope(6))
+    client.wait_for(lambda: resyncs, timeout=5)
+    client.wait_for(lambda: client.positions()["monitoring"]["seq"] == 6, timeout=5)
+    socket.server_emit("agent_started", envelope(7))
+    client.wait_for(lambda: len(seen) == 7, timeout=5)
+    assert seen == [1, 2, None, None, None, 6, 7]
+    assert ids == ["evt_monitoring_1", "evt_monitoring_2", "x1", "x2", "x3", "evt_monitoring_6", "evt_monitoring_7"]
+    assert resyncs == [{"room": "monitoring", "epoch": "E1", "previous_epoch": "E1", "fetched": 4,
+                        "lost": 0, "unverified": 0, "gaps": [], "complete": True}]
+    assert client.stats["lost"] == 0 and client.stats["duplicates"] == 4  # x1-x3, and 6 from history
+
+
+def test_events_delivered_without_seq_are_skipped_when_they_come_back_live(make_client) -> None:
+    # Another server's fan-out (or a replay) carries them with their seq.
+    client, socket, seen = make_client()
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", unsequenced("x1"))
+    socket.server_emit("events", [envelope(2, event_id="x1"), envelope(3)])
+    socket.server_emit("agent_started", unsequenced("x1"))  # and never twice without a seq
+    client.wait_for(lambda: client.positions()["monitoring"]["seq"] == 3, timeout=5)
+    client.wait_for(lambda: len(seen) == 3, timeout=5)
+    assert seen == [1, None, 3]
+    assert client.stats["duplicates"] == 2 and client.stats["resyncs"] == 0
+
+
+def test_the_id_window_is_bounded(make_client) -> None:
+    client, socket, seen = make_client(dedupe_window=3)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    for event_id in ("a", "b", "c", "d", "a", "d"):  # "a" was forgotten, "d" was not
+        socket.server_emit("agent_started", unsequenced(event_id))
+    client.wait_for(lambda: len(seen) == 5, timeout=5)
+    assert len(client._delivered) == 3 and len(client._rooms["monitoring"].unmatched) <= 3
+    assert client.stats["duplicates"] == 1
+
+
+def test_redis_restart_new_epoch_history_holds_events_already_delivered(make_client) -> None:
+    # Redis lost its data: the buffered events get seqs 1-3 of a new epoch.
+    session = FakeSession("E2", [envelope(1, event_id="x1"), envelope(2, event_id="x2"),
+                                 envelope(3, event_id="x3"), envelope(4, event_id="n4")])
+    resyncs: list[dict[str, Any]] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", envelope(2))
+    client.wait_for(lambda: len(seen) == 2, timeout=5)
+    for event_id in ("x1", "x2", "x3"):
+        socket.server_emit("agent_started", unsequenced(event_id))
+    socket.server_emit("resync_required", {"room": "monitoring", "epoch": "E2", "latest_seq": 0})
+    socket.server_emit("agent_started", envelope(5, event_id="n5"))
+    client.wait_for(lambda: client.positions()["monitoring"] == {"seq": 5, "epoch": "E2"}, timeout=5)
+    client.wait_for(lambda: len(seen) == 8, timeout=5)
+    assert seen == [1, 2, None, None, None, "resync_required", 4, 5]
+    assert resyncs == [{"room": "monitoring", "epoch": "E2", "previous_epoch": "E1", "fetched": 4,
+                        "lost": 0, "unverified": 0, "gaps": [], "complete": True}]
+
+
+def test_skipped_seqs_are_lost_only_when_nobody_delivered_them(make_client) -> None:
+    # History kept only 8-10 of a room at 10. Two events of a kept type were delivered
+    # without a seq and never came back: two of the six skipped seqs may be them.
+    session = FakeSession("E1", [envelope(8), envelope(9), envelope(10)])
+    resyncs: list[dict[str, Any]] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("typing_indicator", unsequenced("t1", "typing_indicator"))  # ephemeral: never has a seq
+    socket.server_emit("agent_started", unsequenced("x1"))
+    socket.server_emit("agent_started", unsequenced("x2"))
+    socket.server_emit("agent_started", envelope(10))
+    client.wait_for(lambda: resyncs, timeout=5)
+    assert resyncs == [{"room": "monitoring", "epoch": "E1", "previous_epoch": "E1", "fetched": 3,
+                        "lost": 4, "unverified": 2, "gaps": [[2, 7]], "complete": False}]
+    client.wait_for(lambda: len(seen) == 7, timeout=5)
+    assert seen == [1, None, None, None, 8, 9, 10]
+    assert client.stats["lost"] == 4 and client.stats["unverified"] == 2
+
+
+def test_history_that_cannot_be_read_reports_no_loss(make_client) -> None:
+    session = FakeSession("E1", [envelope(3)])
+    session.failures = 99
+    resyncs: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append, on_error=errors.append,
+                                       fetch_retry_delay=0.01)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", envelope(3))
+    client.wait_for(lambda: resyncs, timeout=5)
+    assert len(session.calls) == 5
+    assert resyncs == [{"room": "monitoring", "epoch": "E1", "previous_epoch": "E1", "fetched": 0,
+                        "lost": 0, "unverified": 1, "gaps": [[2, 2]], "complete": False}]
+    client.wait_for(lambda: seen == [1, 3], timeout=5)
+    assert {getattr(e, "code", None) for e in errors} == {"redis_unavailable"}
+
+
+def test_an_epoch_change_during_a_gap_fetch_reads_the_new_epoch_from_its_start(make_client) -> None:
+    # The gap fetch (after 1) finds another epoch: the client reads that one from 0.
+    session = FakeSession("E2", [envelope(1, event_id="n1"), envelope(2, event_id="n2")])
+    resyncs: list[dict[str, Any]] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", envelope(3))
+    client.wait_for(lambda: resyncs, timeout=5)
+    assert [call[1]["after"] for call in session.calls] == [1, 0]
+    assert resyncs[0]["epoch"] == "E2" and resyncs[0]["lost"] == 0
+    client.wait_for(lambda: len(seen) == 4, timeout=5)
+    # 3 of the old epoch was real and not yet delivered: it comes first; its gap is unverified.
+    assert seen == [1, 3, 1, 2]
+    assert client.positions() == {"monitoring": {"seq": 2, "epoch": "E2"}}
+
+
+def test_resync_required_during_a_resync_starts_another(make_client) -> None:
+    session = FakeSession("E1", [envelope(1), envelope(2), envelope(3)])
+    session.gate = threading.Event()
+    resyncs: list[dict[str, Any]] = []
+    client, socket, seen = make_client(session=session, on_resync=resyncs.append)
+    connect(client, socket, {"monitoring": {"seq": 0}})
+    socket.server_emit("agent_started", envelope(1))
+    socket.server_emit("agent_started", envelope(3))
+    client.wait_for(lambda: session.calls, timeout=5)  # the gap fetch is under way
+    socket.server_emit("resync_required", {"room": "monitoring", "epoch": "E2", "latest_seq": 0})
+    session.then = [("E2", [envelope(1, event_id="n1")])]
+    session.gate.set()
+    client.wait_for(lambda: len(resyncs) == 2, timeout=5)
+    assert [r["epoch"] for r in resyncs] == ["E1", "E2"]
+    client.wait_for(lambda: len(seen) == 5, timeout=5)
+    assert seen == [1, "resync_required", 2, 3, 1]
+    assert client.positions() == {"monitoring": {"seq": 1, "epoch": "E2"}}
 
 
 def test_refused_ack_raises_with_its_code(make_client) -> None:

@@ -143,3 +143,93 @@ def test_secret_key_is_generated_once_with_mode_0600(tmp_path):
     assert Config(data_dir=str(tmp_path / "data")).ensure_secret_key() == key
     assert Config(secret_key="given", data_dir=str(tmp_path / "other")).ensure_secret_key() == "given"
     assert not (tmp_path / "other").exists()
+
+
+@pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
+def umask(request):
+    """Run the test under this umask (restored afterwards)."""
+    import os
+
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_data_dir_and_secret_are_private_whatever_the_umask(tmp_path, umask):
+    config = Config(data_dir=str(tmp_path / "parent" / "data"))
+    assert config.ensure_data_dir() == tmp_path / "parent" / "data"
+    config.ensure_secret_key()
+    assert _mode(tmp_path / "parent") == 0o700  # missing parents are created private too
+    assert _mode(tmp_path / "parent" / "data") == 0o700
+    assert _mode(tmp_path / "parent" / "data" / "secret_key") == 0o600
+
+
+def test_loose_data_dir_and_secret_are_tightened_with_a_warning(tmp_path, caplog):
+    import logging
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    (data / "secret_key").write_text("k" * 40 + "\n")
+    os.chmod(data / "secret_key", 0o644)
+    with caplog.at_level(logging.WARNING, logger="eventbus.files"):
+        assert Config(data_dir=str(data)).ensure_secret_key() == "k" * 40
+    assert _mode(data) == 0o700
+    assert _mode(data / "secret_key") == 0o600
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "directory was readable by other users" in warned and "file was readable" in warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="eventbus.files"):
+        Config(data_dir=str(data)).ensure_secret_key()
+    assert not caplog.records  # private already: nothing to say
+
+
+@pytest.mark.parametrize("mode", ["w", "a", "x", "wb", "ab", "a+", "w+"])
+def test_open_private_creates_0600_files(tmp_path, umask, mode):
+    from eventbus.files import open_private
+
+    path = tmp_path / "f"
+    with open_private(path, mode) as fh:
+        fh.write(b"x" if "b" in mode else "x")
+    assert _mode(path) == 0o600
+    assert path.read_text() == "x"
+
+
+def test_open_private_tightens_an_existing_file_and_keeps_its_content(tmp_path):
+    import os
+
+    from eventbus.files import open_private
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("one\n")
+    os.chmod(path, 0o666)
+    with open_private(path, "a", encoding="utf-8") as fh:
+        fh.write("two\n")
+    assert _mode(path) == 0o600
+    assert path.read_text() == "one\ntwo\n"
+    with open_private(path, "r") as fh:
+        assert fh.read() == "one\ntwo\n"
+    with pytest.raises(ValueError):
+        open_private(path, "rw")
+    with pytest.raises(FileExistsError):
+        open_private(path, "x")
+
+
+def test_private_dir_keeps_the_owner_bits_of_an_existing_dir(tmp_path):
+    import os
+
+    from eventbus.files import private_dir
+
+    target = tmp_path / "d"
+    target.mkdir()
+    os.chmod(target, 0o777)
+    assert private_dir(target) == target
+    assert _mode(target) == 0o700
+    os.chmod(target, 0o700)
+    private_dir(str(target))
+    assert _mode(target) == 0o700

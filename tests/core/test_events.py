@@ -9,12 +9,18 @@ import pytest
 from eventbus import Config, Event, EventRegistry, EventType, EventTypeSpec, hookimpl
 from eventbus.events import (
     BUILTIN_TYPES,
+    DEFAULT_MAX_JSON_DEPTH,
     EventTooLargeError,
     InvalidDataError,
     InvalidEventError,
+    InvalidJSONError,
     InvalidRoomError,
+    TooDeepError,
     UnknownEventTypeError,
     check_data,
+    check_json,
+    json_depth_exceeds,
+    parse_json,
 )
 
 BRIEF_TYPES = {
@@ -127,3 +133,83 @@ def test_size_limit_follows_the_config(bus_factory):
     with pytest.raises(EventTooLargeError, match="limit is 256"):
         bus.emit("agent_started", {"x": "y" * 300})
     assert check_data(None) == {}
+
+
+def nest(depth: int, leaf: object = 1) -> dict:
+    """``depth`` levels of objects, built without recursion."""
+    value: object = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value  # type: ignore[return-value]
+
+
+def test_depth_is_counted_in_levels_of_objects_and_lists():
+    assert not json_depth_exceeds(1, 0) and not json_depth_exceeds("x", 0)
+    assert json_depth_exceeds({}, 0) and not json_depth_exceeds({}, 1)
+    assert not json_depth_exceeds({"a": [1, {"b": ()}]}, 4)
+    assert json_depth_exceeds({"a": [1, {"b": ()}]}, 3)
+    assert json_depth_exceeds([[], [[[]]]], 3) and not json_depth_exceeds([[], [[[]]]], 4)
+
+
+def test_check_data_bounds_nesting_without_recursion():
+    limit = DEFAULT_MAX_JSON_DEPTH
+    assert check_data(nest(limit)) == nest(limit)
+    with pytest.raises(TooDeepError) as info:
+        check_data(nest(limit + 1))
+    assert info.value.code == "too_deep" and isinstance(info.value, InvalidDataError)
+    assert check_data(nest(100), max_depth=100) and check_data({"a": [[{}]]}, max_depth=4)
+    with pytest.raises(TooDeepError):
+        check_data({"a": [[{}]]}, max_depth=3)
+    for depth in (1000, 100_000):  # past what json and the interpreter recurse into
+        with pytest.raises(TooDeepError):
+            check_data(nest(depth))
+
+
+def test_check_data_refuses_strings_that_are_not_unicode_text():
+    for data in ({"x": "\ud800"}, {"\udfff": 1}, {"x": ["ok", {"y": "a\udc80b"}]}):
+        with pytest.raises(InvalidDataError, match="not Unicode text") as info:
+            check_data(data)
+        assert info.value.code == "invalid_data"
+    assert check_data({"x": "\U0001f600 \u00e9"}) == {"x": "\U0001f600 \u00e9"}
+
+
+def test_every_origin_meets_the_checks(bus, recorder):
+    from eventbus import signals
+
+    for origin in ("api", "http", "client", "signal"):
+        with pytest.raises(TooDeepError):
+            bus.emit("agent_started", nest(DEFAULT_MAX_JSON_DEPTH + 1), origin=origin)
+        with pytest.raises(InvalidDataError):
+            bus.emit("agent_started", {"x": "\ud800"}, origin=origin)
+    signals.agent_started.send("agent", details=nest(1000))  # an agent is never raised into
+    assert bus.counters["rejected"] == 9 and bus.counters["emitted"] == 0
+
+
+@pytest.mark.parametrize("text,error,code", [
+    ("[" * 1000 + "]" * 1000, TooDeepError, "too_deep"),
+    ("[" * 33 + "]" * 33, TooDeepError, "too_deep"),
+    ('{"x": "\\ud800"}', InvalidJSONError, "invalid_json"),
+    ('{"\\uDFFF": 1}', InvalidJSONError, "invalid_json"),
+    ('"\ud800"', InvalidJSONError, "invalid_json"),
+    (b'{"x": "\xff"}', InvalidJSONError, "invalid_json"),
+    ('{"x": NaN}', InvalidJSONError, "invalid_json"),
+    ('{"x": Infinity}', InvalidJSONError, "invalid_json"),
+    ('{"x": ', InvalidJSONError, "invalid_json"),
+    ("", InvalidJSONError, "invalid_json"),
+])
+def test_parse_json_refusals(text, error, code):
+    with pytest.raises(error) as info:
+        parse_json(text)
+    assert info.value.code == code and info.value.to_dict()["message"]
+
+
+def test_parse_json_accepts_what_clients_legitimately_send():
+    assert parse_json("[" * 32 + "]" * 32) == json.loads("[" * 32 + "]" * 32)
+    assert parse_json('{"x": "\\ud83d\\ude00", "y": "\\\\ud800"}') == {"x": "\U0001f600", "y": "\\ud800"}
+    assert parse_json('{"a": [1, 2.5, null, true]}'.encode()) == {"a": [1, 2.5, None, True]}
+    assert parse_json("[[[1]]]", max_depth=3) == [[[1]]]
+    with pytest.raises(TooDeepError):
+        parse_json("[[[1]]]", max_depth=2)
+    assert check_json({"x": "fine"}) == {"x": "fine"}
+    with pytest.raises(InvalidJSONError):
+        check_json({"x": "\ud800"})  # no text given: the Unicode check always runs

@@ -91,3 +91,97 @@ def test_broadcaster_facade(bus, recorder):
     assert (started.type, started.room, started.source) == ("agent_started", "monitoring", "researcher")
     assert started.data == {"agent_name": "researcher", "activity": "started", "details": {"task": "t"}}
     assert (finished.type, finished.data["details"]) == ("agent_completed", {})
+
+
+# -- bounds across rooms: age, room budget, event budget, seq continuity -------------------
+
+
+def fill(history: MemoryHistory, room: str, count: int, age: float = 0.0) -> list[int]:
+    appended = [event(room, age) for _ in range(count)]
+    for e in appended:
+        history.append(e)
+    return [e.seq for e in appended]
+
+
+def test_room_budget_forgets_the_least_recently_appended_room():
+    history = MemoryHistory(max_rooms=3)
+    for room in ("a", "b", "c"):
+        fill(history, room, 2)
+    fill(history, "a", 1)  # a is now the most recent
+    fill(history, "d", 1)
+    assert set(history.rooms()) == {"a", "c", "d"}
+    assert history.stats()["evicted_rooms"] == {"age": 0, "budget": 1}
+    assert history.stats()["rooms"] == 3 and history.stats()["events"] == 3 + 2 + 1
+
+
+def test_event_budget_forgets_whole_idle_rooms_then_trims_a_single_room():
+    history = MemoryHistory(size=10, max_events=5)
+    fill(history, "a", 3)
+    fill(history, "b", 3)  # 6 > 5: a goes entirely
+    assert history.rooms() == {"b": 3}
+    assert fill(history, "b", 4) == [4, 5, 6, 7]  # alone over the budget: its oldest go
+    assert history.rooms() == {"b": 5}
+    assert (seqs(history.since("b", 2)), history.since("b", 2).complete) == ([3, 4, 5, 6, 7], True)
+    assert history.since("b", 1).complete is False
+
+
+def test_a_room_whose_newest_event_is_too_old_goes_entirely():
+    history = MemoryHistory(max_age=60)
+    fill(history, "old", 3, age=120)
+    fill(history, "new", 1)
+    assert history.rooms() == {"new": 1}
+    assert history.stats()["evicted_rooms"]["age"] == 1
+    # Found stale when read, too: nothing is kept for it, the client must resync.
+    history2 = MemoryHistory(max_age=60)
+    fill(history2, "r", 2, age=120)
+    found = history2.since("r", 1)
+    assert (found.events, found.complete) == ([], False)
+    assert history2.rooms() == {}
+
+
+def test_seq_is_never_reused_after_a_room_is_forgotten():
+    history = MemoryHistory(max_rooms=1)
+    assert fill(history, "a", 3) == [1, 2, 3]
+    assert fill(history, "b", 5) == [1, 2, 3, 4, 5]  # a is forgotten at 3
+    assert fill(history, "a", 2) == [4, 5]  # above every seq a forgotten room had reached
+    assert history.start_seq("a") == 3 and history.latest_seq("a") == 5
+    # A room still known keeps counting from where it was.
+    history = MemoryHistory(max_rooms=2)
+    fill(history, "keep", 2)
+    fill(history, "x", 1)
+    fill(history, "keep", 1)
+    fill(history, "y", 1)  # x goes, keep stays
+    assert fill(history, "keep", 1) == [4]
+
+
+def test_resuming_a_forgotten_room_reports_incomplete():
+    history = MemoryHistory(max_rooms=1)
+    fill(history, "a", 3)
+    fill(history, "b", 5)  # a forgotten at seq 3: the floor is 3
+    # A client that had all of a (up to 3) missed nothing; one at 2 missed seq 3.
+    assert (history.since("a", 3).complete, history.since("a", 3).latest_seq) == (True, 3)
+    found = history.since("a", 2)
+    assert (found.events, found.complete) == ([], False)
+    fill(history, "c", 1)  # b forgotten at 5: the floor is 5
+    fill(history, "a", 2)  # a: 6, 7
+    for after in (0, 2, 3, 4):
+        found = history.since("a", after)
+        # 4 and 5 may have been a's as far as anyone can tell now: resync, never a gap.
+        assert (seqs(found), found.complete) == ([6, 7], False), after
+    assert (seqs(history.since("a", 5)), history.since("a", 5).complete) == ([6, 7], True)
+    # Rooms with nothing retained stand at the floor.
+    assert history.latest_seq("never") == history.start_seq("never") == 5
+    assert history.since("never", 5).complete is True and history.since("never", 0).complete is False
+
+
+def test_limits_come_from_the_config():
+    history = MemoryHistory.from_config(Config(history_size=7, history_max_age=9, history_max_rooms=11,
+                                               history_max_events=13))
+    assert (history.size, history.max_age, history.max_rooms, history.max_events) == (7, 9, 11, 13)
+
+
+def test_the_bus_applies_the_history_budget(bus_factory):
+    bus = bus_factory(config=Config(history_max_rooms=2))
+    for room in ("a", "b", "c"):
+        bus.emit("tool_executed", {}, room=room)
+    assert set(bus.history.rooms()) == {"b", "c"}

@@ -18,7 +18,11 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
+from eventbus_auth import create_token
+
 from .server import ServerProcess
+from .test_python_client import Publisher, redis_outage
+from .test_redis import own_redis  # noqa: F401 - fixture: a private redis-server on a free port
 
 JS_DIR = Path(__file__).parent / "js"
 NODE = shutil.which("node")
@@ -141,6 +145,18 @@ def envelope(record: Record) -> dict[str, Any]:
     return record["args"][0]
 
 
+def wait_positioned(client: NodeScript, room: str, seq: int, epoch: str, timeout: float = 20.0) -> Record:
+    """Ask the helper for its positions until ``room`` stands at ``seq`` of ``epoch``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.wait_kind("positions", id=client.send("positions"))
+        if record["positions"].get(room) == {"seq": seq, "epoch": epoch}:
+            return record
+        if time.monotonic() > deadline:
+            pytest.fail(f"{room} not at {seq} of {epoch}: {record}\n{client.describe()}")
+        time.sleep(0.05)  # then ask again
+
+
 def test_client_unit_tests_pass_under_node() -> None:
     """The helper's own unit tests (fake socket, no server): ordering, de-duplication,
     batches and resync."""
@@ -186,7 +202,9 @@ def test_chat_round_trip_and_presence(server: ServerProcess, node: Callable[...,
     room = "session:s-1"
     alice_token = server.token("alice", ())
     alice1 = node("raw_client.mjs", server.url, alice_token, "/chat")
-    bob = node("raw_client.mjs", server.url, server.token("bob", ()), "/chat")
+    # Sessions are private: alice opens s-1 by joining it first; bob's token lists it.
+    bob_token = create_token(server.env["EVENTBUS_SECRET_KEY"], "bob", (), 600, sessions=["s-1"])
+    bob = node("raw_client.mjs", server.url, bob_token, "/chat")
     alice1.wait_kind("connect")
     bob.wait_kind("connect")
 
@@ -266,3 +284,32 @@ def test_helper_reconnects_and_ends_contiguous(server: ServerProcess, node: Call
     assert not [r for r in client.records if r.get("kind") == "error"], "the reconnect raised an error"
     positions = client.wait_kind("positions", id=client.send("positions"))
     assert positions["positions"]["monitoring"]["seq"] == seqs[-1]
+
+
+def test_helper_redis_outage_delivers_each_event_once_and_reports_no_loss(
+        start_server: Callable[..., ServerProcess], async_mode: str, own_redis: Any,
+        node: Callable[..., NodeScript]) -> None:
+    """While Redis is away the server delivers at once without a seq; when Redis returns the
+    same events get seqs of a new epoch and come back through history. Each reaches the
+    application once, in order, and the resync reports no loss."""
+    server = start_server(async_mode, env={"EVENTBUS_REDIS_URL": own_redis.url})
+    client = node("helper_client.mjs", server.url, server.token("noderedis", ()), "/monitoring")
+    client.wait_kind("state", state="connected")
+    publisher = Publisher(server.url, server.token(), rate=150, total=450).start()
+    try:
+        publisher.wait_accepted(100)
+        redis_outage(server, own_redis, publisher)
+    finally:
+        publisher.stop()
+    accepted = publisher.ids()
+    assert len(accepted) == 450 and publisher.failed == 0
+    history = requests.get(f"{server.url}/api/events", params={"room": "monitoring", "after": 0},
+                           headers={"Authorization": f"Bearer {server.token()}"}, timeout=10).json()
+    final = wait_positioned(client, "monitoring", history["latest_seq"], history["epoch"])
+    delivered = [r["envelope"] for r in client.records if r.get("kind") == "deliver"]
+    assert [e["id"] for e in delivered if e.get("type") == "agent_started"] == accepted, \
+        "each accepted event once, in the order accepted"
+    assert any(e.get("id") and e["seq"] is None for e in delivered), "the outage delivered events without a seq"
+    resyncs = [r for r in client.records if r.get("kind") == "resync"]
+    assert resyncs and all(r["lost"] == 0 and r["unverified"] == 0 for r in resyncs), resyncs
+    assert final["stats"]["lost"] == 0

@@ -177,6 +177,13 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
     instance.stop()
 
 
+def _health(server: ServerProcess) -> tuple[int, str]:
+    import requests
+
+    response = requests.get(f"{server.url}/api/health", timeout=5)
+    return response.status_code, response.json()["status"]
+
+
 def _pings(client: Any) -> bool:
     try:
         return bool(client.ping())
@@ -205,6 +212,8 @@ def test_redis_stops_and_returns(start_server: Callable[..., ServerProcess], own
         wait_until(lambda: len(sent) >= 100, 20, message="publishing")
         own_redis.stop()
         wait_until(lambda: a.status()["status"] == "degraded", 15, message="status degraded")
+        # A load balancer is told: 503 degraded while Redis is away or events wait for it.
+        wait_until(lambda: _health(a) == (503, "degraded"), 15, message="/api/health 503 degraded")
         outage_start = len(sent)
         wait_until(lambda: len(sent) >= outage_start + 100, 20, message="publishing while Redis is down")
         # Local clients keep receiving while Redis is away.
@@ -218,6 +227,7 @@ def test_redis_stops_and_returns(start_server: Callable[..., ServerProcess], own
         thread.join(30)
         stop.set()
         assert len(sent) == 600
+        wait_until(lambda: _health(a) == (200, "ok"), 15, message="/api/health 200 ok once flushed")
         wait_until(lambda: len(set(at_a.ids)) >= 600, 30, message="every event at the publishing server")
         assert set(at_a.ids) == set(sent)
         # The other server gets what passed through Redis; anything in flight when Redis

@@ -15,6 +15,7 @@ import requests
 import socketio
 
 from eventbus.testing import wait_until
+from eventbus_auth import create_token
 
 from .ordered import ordered_client
 from .server import ServerProcess
@@ -84,7 +85,9 @@ def test_publish_reaches_monitoring_and_chat_round_trip(server: ServerProcess, c
     assert monitor.of("tool_executed")[0]["id"] == published["id"]
 
     alice = clients(server.url, "/chat", server.token("alice", ()))
-    bob = clients(server.url, "/chat", server.token("bob", ()), transports=["polling"])
+    # Sessions are private: alice opens e2e by joining it first; bob's token lists it.
+    bob_token = create_token(server.env["EVENTBUS_SECRET_KEY"], "bob", (), 600, sessions=["e2e"])
+    bob = clients(server.url, "/chat", bob_token, transports=["polling"])
     assert alice.call("join_room", {"room": "session:e2e"})["ok"]
     assert bob.call("join_room", {"room": "session:e2e"})["presence"] == ["alice", "bob"]
     ack = alice.call("chat_message", {"session_id": "e2e", "message": "ping"})

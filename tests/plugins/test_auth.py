@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 import time
+import uuid
 
 import jwt
 import pytest
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 import eventbus_auth
 from eventbus import AuthError, Config, ConfigError, Identity, hookimpl
 from eventbus.cli import build_cli
-from eventbus_auth import AuthPlugin, create_token
+from eventbus_auth import AuthPlugin, MemoryOwners, RedisOwners, create_token
 
 SECRET = "s" * 40
 API_KEY = "k" * 24
@@ -248,3 +250,219 @@ def test_token_create_through_main_with_the_environment(isolated_env, tmp_path, 
     assert info.value.code == 0
     token = capsys.readouterr().out.strip()
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["roles"] == ["publisher"]
+
+
+# -- private chat sessions --------------------------------------------------------------------
+
+def user(name: str, *roles: str, **claims) -> Identity:
+    return Identity(name, frozenset(roles), {"sub": name, **claims})
+
+
+def test_a_session_belongs_to_its_first_user(auth_bus):
+    bus = auth_bus()
+    assert bus.authorize(user("alice"), "/chat", "session:s-1", "join") is True
+    assert bus.authorize(user("bob"), "/chat", "session:s-1", "join") is False
+    assert bus.authorize(user("bob"), "/chat", "session:s-1", "publish") is False
+    assert bus.authorize(user("bob"), "/chat", "session:s-1", "history") is False
+    assert bus.authorize(user("alice"), "/chat", "session:s-1", "history") is True
+    assert bus.authorize(user("alice"), "/chat", "session:s-1", "publish") is True
+    # Publishing claims a free session too; reading history never does.
+    assert bus.authorize(user("bob"), "/chat", "session:s-2", "publish") is True
+    assert bus.authorize(user("alice"), "/chat", "session:s-2", "join") is False
+    assert bus.authorize(user("bob"), "/chat", "session:s-3", "history") is False
+    assert bus.authorize(user("carol"), "/chat", "session:s-3", "join") is True
+    # Other rooms and actions are not session business.
+    assert bus.authorize(user("bob"), "/monitoring", "monitoring", "join") is True
+    assert bus.authorize(user("bob"), "/chat", None, "connect") is True
+
+
+def test_admins_and_agents_use_any_session_without_claiming_it(auth_bus):
+    bus = auth_bus()
+    for identity in (user("root", "admin"), user("bot", "agent")):
+        for action in ("join", "publish", "history"):
+            assert bus.authorize(identity, "/chat", "session:free", action) is True
+    assert bus.authorize(user("alice"), "/chat", "session:free", "join") is True  # still free
+    assert bus.authorize(user("bob", "publisher"), "/chat", "session:free", "join") is False
+
+
+def test_a_token_that_lists_sessions_is_limited_to_them(auth_bus):
+    bus = auth_bus()
+    assert bus.authorize(user("alice"), "/chat", "session:s-1", "join") is True
+    member = user("bob", sessions=["s-1", "s-2"])
+    assert bus.authorize(member, "/chat", "session:s-1", "join") is True  # alice's, but listed
+    assert bus.authorize(member, "/chat", "session:s-1", "history") is True
+    assert bus.authorize(member, "/chat", "session:s-9", "join") is False  # free, but not listed
+    assert bus.authorize(member, "/chat", "session:s-2", "join") is True  # listed and claimed for bob
+    assert bus.authorize(user("carol"), "/chat", "session:s-2", "join") is False
+    assert bus.authorize(user("dave", sessions="s-3"), "/chat", "session:s-3", "join") is True
+    assert bus.authorize(user("erin", sessions=[1, 2]), "/chat", "session:s-4", "join") is False
+
+
+def test_a_malformed_sessions_claim_is_refused_when_signing_in(auth_bus):
+    bus = auth_bus()
+    bad = jwt.encode({"sub": "alice", "sessions": {"s-1": True}, "exp": 2**40}, SECRET, algorithm="HS256")
+    error = refusal(bus, {"token": bad})
+    assert error.code == "unauthorized" and "sessions" in str(error)
+    good = bus.authenticate({"token": create_token(SECRET, "alice", sessions=["s-1"])})
+    assert good.claims["sessions"] == ["s-1"]
+
+
+def test_open_mode_and_act_as(auth_bus):
+    bus = auth_bus(chat_sessions="open")
+    assert bus.authorize(user("alice"), "/chat", "session:s-1", "join") is True
+    assert bus.authorize(user("bob"), "/chat", "session:s-1", "join") is True
+    assert bus.authorize(user("bob", "publisher"), "http", "session:s-1", "act_as") is False
+    assert bus.authorize(user("bot", "agent"), "http", "session:s-1", "act_as") is True
+    assert bus.authorize(user("root", "admin"), "http", None, "act_as") is True
+    assert eventbus_auth.default_authorize(user("bob"), "/chat", "session:x", "join") is True  # no rules given
+
+
+def test_the_module_plugin_keeps_owners_per_configured_bus(bus_factory):
+    first = bus_factory([eventbus_auth], Config(secret_key=SECRET))
+    assert first.authorize(user("alice"), "/chat", "session:s-1", "join") is True
+    assert first.authorize(user("bob"), "/chat", "session:s-1", "join") is False
+    second = bus_factory([eventbus_auth], Config(secret_key=SECRET))  # a new server: owners start empty
+    assert second.authorize(user("bob"), "/chat", "session:s-1", "join") is True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_owners_lapse_after_the_ttl_since_last_use():
+    clock = Clock()
+    owners = MemoryOwners(ttl=60, clock=clock)
+    assert owners.use("s", "alice", claim=True) == "alice"
+    clock.now += 50
+    assert owners.use("s", "alice", claim=False) == "alice"  # a use renews
+    clock.now += 50
+    assert owners.use("s", "bob", claim=True) == "alice"  # 100 s after the claim, 50 after the use
+    clock.now += 61
+    assert owners.use("s", "bob", claim=True) == "bob"
+    assert owners.counters["lapsed"] == 1
+
+
+def test_memory_owners_are_bounded_and_never_drop_a_live_claim():
+    clock = Clock()
+    owners = MemoryOwners(ttl=60, max_sessions=3, max_per_user=2, clock=clock)
+    assert owners.use("a1", "alice", claim=True) == "alice"
+    assert owners.use("a2", "alice", claim=True) == "alice"
+    assert owners.use("a3", "alice", claim=True) is None  # alice holds her share
+    assert owners.counters["user_full"] == 1
+    assert owners.use("b1", "bob", claim=True) == "bob"
+    assert owners.use("c1", "carol", claim=True) is None  # full of live claims: refused
+    assert owners.counters["full"] == 1 and len(owners) == 3
+    assert owners.use("a1", "alice", claim=False) == "alice"  # nothing live was dropped
+    clock.now += 61  # every claim lapses: room again, and alice's share is free
+    assert owners.use("c1", "carol", claim=True) == "carol"
+    assert owners.use("a3", "alice", claim=True) == "alice"
+    assert len(owners) == 2
+
+
+def test_the_cache_of_redis_owners_forgets_the_least_recently_used():
+    owners = MemoryOwners(ttl=60, max_sessions=2)
+    for session in ("s1", "s2", "s3"):
+        owners.remember(session, "alice", 60)
+    assert len(owners) == 2 and owners.counters["evicted"] == 1
+    assert owners.use("s1", "alice", claim=False) is None
+    assert owners.use("s3", "alice", claim=False) == "alice"
+
+
+class FakeScript:
+    """Stands for a registered Lua script over a dict, or fails like a lost connection."""
+
+    def __init__(self, store: dict, claim: bool, down: list[bool]):
+        self.store, self.claim, self.down = store, claim, down
+
+    def __call__(self, keys, args):
+        import redis
+
+        if self.down[0]:
+            raise redis.exceptions.ConnectionError("connection refused")
+        key, user_id = keys[0], args[0]
+        if self.claim:
+            self.store.setdefault(key, user_id)
+        return self.store.get(key)
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.store: dict = {}
+        self.down = [False]
+        self.scripts = iter((True, False))
+
+    def register_script(self, source):
+        return FakeScript(self.store, next(self.scripts), self.down)
+
+
+def test_redis_owners_while_redis_is_away_let_known_owners_in_and_claim_nothing():
+    pytest.importorskip("redis")
+    fake = FakeRedis()
+    owners = RedisOwners("redis://unused", "{p}", ttl=60, client=fake)
+    assert owners.use("s-1", "alice", claim=True) == "alice"
+    assert fake.store == {"{p}:session-owner:s-1": "alice"}
+    fake.down[0] = True
+    assert owners.use("s-1", "alice", claim=True) == "alice"  # known from before
+    assert owners.use("s-1", "bob", claim=True) == "alice"
+    assert owners.use("s-2", "bob", claim=True) is None  # no claim while other servers cannot see it
+    assert owners.counters["errors"] == 3
+    fake.down[0] = False
+    assert owners.use("s-2", "bob", claim=True) == "bob"
+
+
+@pytest.mark.redis
+def test_redis_owners_claim_once_and_renew_in_a_real_redis():
+    redis = pytest.importorskip("redis")
+    url = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"EVENTBUS_TEST_REDIS_URL={url} does not answer: {exc}")
+    prefix = "{ebtest-" + uuid.uuid4().hex[:10] + "}"
+    try:
+        first, second = RedisOwners(url, prefix, ttl=600), RedisOwners(url, prefix, ttl=600)
+        assert first.use("s", "alice", claim=True) == "alice"
+        assert second.use("s", "bob", claim=True) == "alice"
+        assert second.use("free", "bob", claim=False) is None
+        assert client.exists(f"{prefix}:session-owner:free") == 0
+        client.expire(f"{prefix}:session-owner:s", 5)
+        assert second.use("s", "alice", claim=False) == "alice"
+        assert client.ttl(f"{prefix}:session-owner:s") > 500  # the owner's use renewed it
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# -- known roles ------------------------------------------------------------------------------
+
+def test_token_create_refuses_a_role_the_server_does_not_know(token_cli, tmp_path):
+    result, _ = token_cli("token", "create", "--user", "alice", "--role", "publisher", "--role", "admni")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "unknown role 'admni'" in result.output
+    assert "known roles: admin, agent, publisher" in result.output and "EVENTBUS_ROLES" in result.output
+
+
+def test_token_create_accepts_declared_roles_and_lists_sessions(token_cli, tmp_path):
+    config = Config(secret_key=SECRET, data_dir=str(tmp_path / "d"), load_plugins=["eventbus_auth"],
+                    roles=["support"])
+    result, _ = token_cli("token", "create", "--user", "sam", "--role", "support", "--role", "agent",
+                          "--session", "s-1", "--session", "s-2", config=config)
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["roles"] == ["support", "agent"] and claims["sessions"] == ["s-1", "s-2"]
+    plain, _ = token_cli("token", "create", "--user", "sam", config=config)
+    assert "sessions" not in jwt.decode(plain.stdout.strip(), SECRET, algorithms=["HS256"])
+
+
+def test_declared_roles_come_from_the_environment():
+    assert Config.from_env({"EVENTBUS_ROLES": "support, viewer"}).roles == ["support", "viewer"]
+    assert eventbus_auth.known_roles(Config(roles=["viewer"])) == ["admin", "agent", "publisher", "viewer"]
+    with pytest.raises(ConfigError, match="EVENTBUS_ROLES"):
+        Config.from_env({"EVENTBUS_ROLES": "ok,not ok"})

@@ -1,9 +1,12 @@
-"""The JSONL log sink: envelopes on disk, rotation, flush policies, write errors and recovery."""
+"""The JSONL log sink: envelopes on disk, rotation, flush policies, write errors and recovery,
+a file deleted or moved away under it, and private file modes."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +127,13 @@ class FlushSpy:
 def flush_spies(monkeypatch):
     spies: list[FlushSpy] = []
 
+    real_open = sink_module.open_private
+
     def spy_open(*args: Any, **kwargs: Any) -> FlushSpy:
-        spies.append(FlushSpy(open(*args, **kwargs)))
+        spies.append(FlushSpy(real_open(*args, **kwargs)))
         return spies[-1]
 
-    monkeypatch.setattr(sink_module, "open", spy_open, raising=False)
+    monkeypatch.setattr(sink_module, "open_private", spy_open)
     return spies
 
 
@@ -190,7 +195,7 @@ def test_a_missing_directory_degrades_counts_and_recovers(bus_factory, tmp_path)
     recorder.wait_for(3)  # the bus and its other transports keep going
     health = worker(bus, "logsink")["health"]
     assert health["status"] == "degraded"
-    assert health["write_errors"] == 3
+    assert health["failed"] == 3
     assert "NotADirectoryError" in health["error"]
     assert health["path"] == str(path)
     assert health["bytes_written"] == 0
@@ -201,7 +206,7 @@ def test_a_missing_directory_degrades_counts_and_recovers(bus_factory, tmp_path)
     wait_until(lambda: worker(bus, "logsink")["delivered"] == 1, message="delivery after recovery")
     health = sink.health()
     assert health["status"] == "ok" and health["error"] is None
-    assert health["write_errors"] == 3 and "NotADirectoryError" in health["last_error"]
+    assert health["failed"] == 3 and "NotADirectoryError" in health["last_error"]
     assert [rec["data"]["n"] for rec in read_lines(path)] == [3]
     assert health["bytes_written"] == path.stat().st_size
 
@@ -215,6 +220,154 @@ def test_disk_full_raises_after_counting(kind, flush):
         sink.send_batch([make_event(1), make_event(2)]) if flush == "batch" else sink.send(make_event(1))
     health = sink.health()
     assert health["status"] == "degraded"
-    assert health["write_errors"] == (2 if flush == "batch" else 1)
+    assert health["failed"] == (2 if flush == "batch" else 1)
     assert "No space left" in health["error"]
     sink.close()
+
+
+# -- the file deleted or moved under the sink -------------------------------------------------
+
+def sink_bus(bus_factory, path: Path, flush: str = "batch") -> Any:
+    return bus_factory([eventbus_logsink], Config(log_sink_path=str(path), log_sink_flush=flush))
+
+
+def emit_and_wait(bus: Any, start: int, count: int) -> None:
+    """Emit ``count`` events numbered from ``start`` and wait until the sink handled them."""
+    before = worker(bus, "logsink")
+    for n in range(start, start + count):
+        bus.emit("tool_executed", {"n": n})
+    done = before["delivered"] + before["failed"] + count
+    wait_until(lambda: (w := worker(bus, "logsink"))["delivered"] + w["failed"] >= done,
+               message=f"{count} events handled by the sink")
+
+
+@pytest.mark.parametrize("flush", ["batch", "line"])
+def test_a_deleted_file_is_noticed_and_the_next_events_reach_a_new_file(bus_factory, tmp_path, flush):
+    path = tmp_path / "events.jsonl"
+    bus = sink_bus(bus_factory, path, flush)
+    emit_and_wait(bus, 0, 5)
+    path.unlink()  # an operator, or a logrotate without copytruncate
+
+    emit_and_wait(bus, 5, 1000)
+    assert [rec["data"]["n"] for rec in read_lines(path)] == list(range(5, 1005))
+    health = worker(bus, "logsink")["health"]
+    assert health["status"] == "ok" and health["reopened"] == 1 and health["failed"] == 0
+
+
+def test_a_file_moved_away_keeps_its_lines_and_the_path_gets_a_new_file(bus_factory, tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = sink_bus(bus_factory, path)
+    emit_and_wait(bus, 0, 3)
+    path.rename(tmp_path / "events.jsonl.old")  # an external rotation
+
+    emit_and_wait(bus, 3, 3)
+    assert [rec["data"]["n"] for rec in read_lines(tmp_path / "events.jsonl.old")] == [0, 1, 2]
+    assert [rec["data"]["n"] for rec in read_lines(path)] == [3, 4, 5]
+    assert worker(bus, "logsink")["health"]["reopened"] == 1
+
+
+def test_a_file_deleted_while_a_batch_is_written_gets_the_batch_again(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    real_open = sink_module.open_private
+    opened: list[Any] = []
+
+    class DeletedMidway(FlushSpy):
+        def write(self, data: bytes) -> int:
+            if len(opened) == 1 and path.exists():
+                path.unlink()  # after the sink checked the path, before the lines land
+            return self.fh.write(data)
+
+    def spy_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(DeletedMidway(real_open(*args, **kwargs)))
+        return opened[-1]
+
+    monkeypatch.setattr(sink_module, "open_private", spy_open)
+    sink = BatchLogSinkTransport(path, flush="batch")
+    sink.start(None)  # type: ignore[arg-type]
+    sink.send_batch([make_event(n) for n in range(1, 4)])
+    sink.close()
+    assert len(opened) == 2
+    assert [rec["seq"] for rec in read_lines(path)] == [1, 2, 3]
+    assert sink.health()["reopened"] == 1 and sink.health()["failed"] == 0
+
+
+def test_a_removed_directory_degrades_counts_every_event_and_recovers(bus_factory, tmp_path):
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    path = directory / "events.jsonl"
+    bus = sink_bus(bus_factory, path)
+    emit_and_wait(bus, 0, 2)
+    shutil.rmtree(directory)
+
+    emit_and_wait(bus, 2, 7)
+    row = worker(bus, "logsink")
+    assert row["health"]["status"] == "degraded" and row["health"]["failed"] == 7
+    assert row["failed"] == 7 and "FileNotFoundError" in row["health"]["error"]
+
+    directory.mkdir()
+    emit_and_wait(bus, 9, 4)
+    row = worker(bus, "logsink")
+    assert row["health"]["status"] == "ok" and row["health"]["failed"] == 7 and row["failed"] == 7
+    assert [rec["data"]["n"] for rec in read_lines(path)] == [9, 10, 11, 12]
+
+
+def test_a_path_taken_by_a_directory_degrades_and_recovers(bus_factory, tmp_path):
+    path = tmp_path / "events.jsonl"
+    bus = sink_bus(bus_factory, path, flush="line")
+    emit_and_wait(bus, 0, 1)
+    path.unlink()
+    path.mkdir()  # unwritable as a file, even for root
+
+    emit_and_wait(bus, 1, 3)
+    health = worker(bus, "logsink")["health"]
+    assert health["status"] == "degraded" and health["failed"] == 3
+    assert "IsADirectoryError" in health["error"]
+
+    path.rmdir()
+    emit_and_wait(bus, 4, 1)
+    health = worker(bus, "logsink")["health"]
+    assert health["status"] == "ok" and health["failed"] == 3
+    assert [rec["data"]["n"] for rec in read_lines(path)] == [4]
+
+
+# -- private files -----------------------------------------------------------------------------
+
+@pytest.fixture
+def open_umask():
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_file_and_its_backups_are_private_whatever_the_umask(tmp_path, open_umask):
+    path = tmp_path / "events.jsonl"
+    line_size = len(make_event(1).to_json()) + 1
+    sink = LogSinkTransport(path, max_bytes=line_size * 2, backups=2, flush="line")
+    sink.start(None)  # type: ignore[arg-type]
+    for n in range(1, 8):
+        sink.send(make_event(n))
+    sink.close()
+    files = sorted(tmp_path.iterdir())
+    assert [p.name for p in files] == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+
+
+def test_an_existing_readable_file_and_backup_are_made_private(tmp_path, open_umask):
+    path = tmp_path / "events.jsonl"
+    line_size = len(make_event(1).to_json()) + 1
+    path.write_text("x" * (line_size - 1) + "\n")
+    old_backup = tmp_path / "events.jsonl.1"
+    old_backup.write_text("older\n")
+    os.chmod(path, 0o644)
+    os.chmod(old_backup, 0o644)
+    sink = LogSinkTransport(path, max_bytes=line_size, backups=3, flush="line")
+    sink.start(None)  # type: ignore[arg-type]
+    assert mode(path) == 0o600
+    sink.send(make_event(1))  # rotates: .1 -> .2, the file -> .1
+    sink.close()
+    assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
+        "events.jsonl": 0o600, "events.jsonl.1": 0o600, "events.jsonl.2": 0o600}

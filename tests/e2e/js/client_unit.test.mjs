@@ -37,6 +37,40 @@ function env(seq, type = "agent_started", room = "monitoring") {
            room, seq, user_id: null, session_id: null, source: "test" };
 }
 
+/** An event a server delivered at once without a seq (its Redis was away). */
+function unsequenced(id, type = "agent_started", room = "monitoring") {
+  return { ...env(null, type, room), id };
+}
+
+/** A fetch answering GET /api/events from `history.events` (epoch `history.epoch`), with
+ * `history.latest` when history holds fewer than the room had; `history.failures` answers
+ * 503 that many times; `history.then` replaces the history before each answer after the first. */
+function historyFetch(history) {
+  history.calls = [];
+  return async (url) => {
+    const after = Number(new URL(url).searchParams.get("after"));
+    history.calls.push(after);
+    if (history.gate) await history.gate;
+    if (history.then && history.then.length && history.calls.length > 1) Object.assign(history, history.then.shift());
+    if (history.failures > 0) {
+      history.failures -= 1;
+      return { ok: false, status: 503, json: async () => ({ ok: false, error: { code: "redis_unavailable", message: "down" } }) };
+    }
+    const latest = history.latest ?? Math.max(0, ...history.events.map((e) => e.seq));
+    const events = history.events.filter((e) => e.seq > after);
+    return { ok: true, status: 200, json: async () => ({ ok: true, room: "monitoring", epoch: history.epoch, latest_seq: latest,
+                                                         complete: true, events }) };
+  };
+}
+
+const until = async (predicate, ms = 2000) => {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
 function makeClient(options = {}) {
   const socket = new FakeSocket();
   const client = new EventBusClient({ url: "http://server", token: "tok", io: () => socket, gapTimeout: 20, ...options });
@@ -145,7 +179,8 @@ test("resync_required after a restart fetches the new epoch's history and adopts
   assert.deepEqual(calls, [{ url: "http://server/api/events?room=monitoring&after=0", auth: "Bearer tok" }]);
   assert.deepEqual(seen.slice(3), ["resync_required", 1, 2, 3]);
   assert.deepEqual(client.positions(), { monitoring: { seq: 3, epoch: "E2" } });
-  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E2", previousEpoch: "E1", fetched: 2, lost: 0, complete: true }]);
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E2", previousEpoch: "E1", fetched: 2, lost: 0, unverified: 0,
+                               gaps: [], complete: true }]);
 });
 
 test("a gap that does not close is filled from history", async () => {
@@ -174,4 +209,132 @@ test("send rejects with the error code of an {ok: false} ack; a refusal stops th
   socket.fire("connect_error", refusal);
   assert.equal(client.state, "disconnected");
   assert.deepEqual(errors, ["token_expired"]); // a rejected send goes to its caller only
+});
+
+test("events delivered without a seq are skipped when history has them; their seqs move the stream on", async () => {
+  const history = { epoch: "E1", events: [env(1), env(2), { ...env(3), id: "x1" }, { ...env(4), id: "x2" }, { ...env(5), id: "x3" }, env(6)] };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch: historyFetch(history), onResync: (info) => resyncs.push(info) });
+  const ids = [];
+  client.on("*", (type, e) => ids.push(e.id));
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(2));
+  for (const id of ["x1", "x2", "x3"]) socket.serverEmit("agent_started", unsequenced(id));
+  socket.serverEmit("agent_started", env(6));
+  await until(() => resyncs.length === 1);
+  socket.serverEmit("agent_started", env(7));
+  assert.deepEqual(seen, [1, 2, null, null, null, 6, 7]);
+  assert.deepEqual(ids, ["evt_monitoring_1", "evt_monitoring_2", "x1", "x2", "x3", "evt_monitoring_6", "evt_monitoring_7"]);
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E1", previousEpoch: "E1", fetched: 4, lost: 0, unverified: 0, gaps: [], complete: true }]);
+  assert.equal(client.stats.lost, 0);
+  assert.equal(client.stats.duplicates, 4); // x1-x3, and 6 from history
+});
+
+test("events delivered without a seq are skipped when they come back live, and never twice without one", async () => {
+  const { socket, client, seen } = makeClient();
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", unsequenced("x1"));
+  socket.serverEmit("events", [{ ...env(2), id: "x1" }, env(3)]);
+  socket.serverEmit("agent_started", unsequenced("x1"));
+  assert.deepEqual(seen, [1, null, 3]);
+  assert.deepEqual(client.positions().monitoring.seq, 3);
+  assert.equal(client.stats.duplicates, 2);
+  assert.equal(client.stats.resyncs, 0);
+});
+
+test("after Redis lost its data, the new epoch's history holds events already delivered: none again, none lost", async () => {
+  const history = { epoch: "E2", events: [{ ...env(1), id: "x1" }, { ...env(2), id: "x2" }, { ...env(3), id: "x3" }, { ...env(4), id: "n4" }] };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch: historyFetch(history), onResync: (info) => resyncs.push(info) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(2));
+  for (const id of ["x1", "x2", "x3"]) socket.serverEmit("agent_started", unsequenced(id));
+  socket.serverEmit("resync_required", { room: "monitoring", epoch: "E2", latest_seq: 0 });
+  socket.serverEmit("agent_started", { ...env(5), id: "n5" });
+  await until(() => resyncs.length === 1);
+  assert.deepEqual(seen, [1, 2, null, null, null, "resync_required", 4, 5]);
+  assert.deepEqual(client.positions(), { monitoring: { seq: 5, epoch: "E2" } });
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E2", previousEpoch: "E1", fetched: 4, lost: 0, unverified: 0, gaps: [], complete: true }]);
+});
+
+test("a skipped seq is lost only when no event delivered without a seq can be it", async () => {
+  // History kept only 8-10. Two events of a kept type were delivered without a seq and never
+  // came back: two of the six skipped seqs may be them. A typing indicator never has a seq.
+  const history = { epoch: "E1", events: [env(8), env(9), env(10)] };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch: historyFetch(history), onResync: (info) => resyncs.push(info) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("typing_indicator", unsequenced("t1", "typing_indicator"));
+  socket.serverEmit("agent_started", unsequenced("x1"));
+  socket.serverEmit("agent_started", unsequenced("x2"));
+  socket.serverEmit("agent_started", env(10));
+  await until(() => resyncs.length === 1);
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E1", previousEpoch: "E1", fetched: 3, lost: 4, unverified: 2, gaps: [[2, 7]], complete: false }]);
+  assert.deepEqual(seen, [1, null, null, null, 8, 9, 10]);
+  assert.equal(client.stats.lost, 4);
+  assert.equal(client.stats.unverified, 2);
+});
+
+test("history that cannot be read reports the gap as unverified, not lost", async () => {
+  const history = { epoch: "E1", events: [env(3)], failures: 99 };
+  const resyncs = [];
+  const errors = [];
+  const { socket, seen } = makeClient({ fetch: historyFetch(history), fetchRetryDelay: 1,
+                                        onResync: (info) => resyncs.push(info), onError: (e) => errors.push(e.code) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(3));
+  await until(() => resyncs.length === 1);
+  assert.equal(history.calls.length, 5);
+  assert.deepEqual(resyncs, [{ room: "monitoring", epoch: "E1", previousEpoch: "E1", fetched: 0, lost: 0, unverified: 1, gaps: [[2, 2]], complete: false }]);
+  assert.deepEqual(seen, [1, 3]);
+  assert.deepEqual([...new Set(errors)], ["redis_unavailable"]);
+});
+
+test("an epoch change found by a gap fetch reads the new epoch from its start", async () => {
+  const history = { epoch: "E2", events: [{ ...env(1), id: "n1" }, { ...env(2), id: "n2" }] };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch: historyFetch(history), onResync: (info) => resyncs.push(info) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(3));
+  await until(() => resyncs.length === 1);
+  assert.deepEqual(history.calls, [1, 0]);
+  assert.equal(resyncs[0].epoch, "E2");
+  assert.equal(resyncs[0].lost, 0);
+  // 3 of the old epoch was real and not yet delivered: it comes first.
+  assert.deepEqual(seen, [1, 3, 1, 2]);
+  assert.deepEqual(client.positions(), { monitoring: { seq: 2, epoch: "E2" } });
+});
+
+test("a resync_required that arrives during a resync starts another one", async () => {
+  let release;
+  const history = { epoch: "E1", events: [env(1), env(2), env(3)], gate: new Promise((r) => { release = r; }) };
+  const resyncs = [];
+  const { socket, client, seen } = makeClient({ fetch: historyFetch(history), onResync: (info) => resyncs.push(info) });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  socket.serverEmit("agent_started", env(1));
+  socket.serverEmit("agent_started", env(3));
+  await until(() => history.calls.length === 1);
+  socket.serverEmit("resync_required", { room: "monitoring", epoch: "E2", latest_seq: 0 });
+  history.then = [{ epoch: "E2", events: [{ ...env(1), id: "n1" }] }];
+  release();
+  await until(() => resyncs.length === 2);
+  assert.deepEqual(resyncs.map((r) => r.epoch), ["E1", "E2"]);
+  assert.deepEqual(seen, [1, "resync_required", 2, 3, 1]);
+  assert.deepEqual(client.positions(), { monitoring: { seq: 1, epoch: "E2" } });
+});
+
+test("the id window is bounded", async () => {
+  const { socket, client, seen } = makeClient({ dedupeWindow: 3 });
+  await connectWith(socket, { monitoring: { seq: 0 } });
+  for (const id of ["a", "b", "c", "d", "a", "d"]) socket.serverEmit("agent_started", unsequenced(id)); // "a" was forgotten
+  assert.equal(seen.length, 5);
+  assert.equal(client._delivered.ids.size, 3);
+  assert.ok(client._rooms.get("monitoring").unmatched.size <= 3);
+  assert.equal(client.stats.duplicates, 1);
 });

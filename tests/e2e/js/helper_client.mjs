@@ -1,12 +1,15 @@
 // clients/js/eventbus-client.js against a real server:
-//   node --preserve-symlinks helper_client.mjs <url> <token> <namespace> [room ...]
-// Prints state changes, every delivered event, resyncs and errors as JSON lines.
+//   node --preserve-symlinks helper_client.mjs <url> <token> <namespace> [room ...] [--options=JSON]
+// Prints state changes, every delivered event (with the epoch its room then counts in),
+// resyncs and errors as JSON lines. --options are more client options (e.g. socketOptions).
 // stdin commands: {"cmd": "join"|"leave", "id", "room"}, {"cmd": "send", "id", "event", "data"},
 //                 {"cmd": "positions", "id"}, {"cmd": "close"}.
 import { createEventBusClient } from "eventbus-client";
 import { commands, out } from "./lines.mjs";
 
-const [url, token, namespace = "/monitoring", ...rooms] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const extra = args.filter((a) => a.startsWith("--options=")).map((a) => JSON.parse(a.slice("--options=".length)));
+const [url, token, namespace = "/monitoring", ...rooms] = args.filter((a) => !a.startsWith("--options="));
 
 const fetches = [];
 const client = createEventBusClient({
@@ -23,8 +26,11 @@ const client = createEventBusClient({
   onStateChange: (state, previous) => out({ kind: "state", state, previous }),
   onResync: (info) => out({ kind: "resync", ...info }),
   onError: (err) => out({ kind: "error", code: err.code ?? null, message: String(err.message || err) }),
+  ...Object.assign({}, ...extra),
 });
-client.on("*", (type, envelope) => out({ kind: "deliver", type, envelope }));
+client.on("*", (type, envelope) => out({
+  kind: "deliver", type, envelope, epoch: envelope && client.positions()[envelope.room]?.epoch,
+}));
 
 async function reply(id, promise) {
   try {
