@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -79,6 +80,19 @@ def _parse_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _parse_roles(name: str, value: Any) -> list[str]:
+    """Role names, comma-separated: letters, digits and ``_.:-``."""
+    roles = _parse_list(value)
+    for role in roles:
+        if not _ROLE_NAME.fullmatch(role):
+            raise ConfigError(f"{name}: expected role names of letters, digits and _.:- "
+                              f"(comma-separated), got {role!r}")
+    return roles
+
+
 def _parse_proxies(name: str, value: Any) -> list[str]:
     """Addresses or CIDR networks, comma-separated (``10.0.0.0/8,127.0.0.1``)."""
     import ipaddress
@@ -106,7 +120,8 @@ def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ..
             user, _, roles = rest.partition(":")
             if not sep:
                 raise ConfigError(
-                    f"{name}: expected KEY=USER[:ROLE+ROLE], comma-separated; got {item[:6]!r}..."
+                    f"{name}: expected KEY=USER[:ROLE+ROLE], comma-separated; "
+                    "an entry has no '=' (its text is not shown: it may be a key)"
                 )
             entries.append((key, user, [r for r in roles.split("+") if r]))
     for key, user, roles in entries:
@@ -159,6 +174,7 @@ class Config:
     history_max_rooms: int = 10000  # rooms with retained events; idle rooms go first
     history_max_events: int = 200000  # retained events across all rooms
     chat_sessions: str = "private"  # "private": a session belongs to its users; "open": any user
+    roles: list[str] = field(default_factory=list)  # roles beyond admin, agent, publisher
     trusted_proxies: list[str] = field(default_factory=list)  # addresses/CIDRs whose X-Forwarded-* count
     health_degraded_status: int = 503  # /api/health status while the backend is away or buffering
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -286,6 +302,7 @@ class Config:
         setv("history_max_events", ("EVENTBUS_HISTORY_MAX_EVENTS",), lambda n, v: _parse_int(n, v, 1))
         setv("chat_sessions", ("EVENTBUS_CHAT_SESSIONS",),
              lambda n, v: _parse_choice(n, v, CHAT_SESSION_POLICIES))
+        setv("roles", ("EVENTBUS_ROLES",), _parse_roles)
         setv("trusted_proxies", ("EVENTBUS_TRUSTED_PROXIES",), _parse_proxies)
         setv("health_degraded_status", ("EVENTBUS_HEALTH_DEGRADED_STATUS",),
              lambda n, v: _parse_int(n, v, 200, 599))

@@ -201,7 +201,7 @@ def namespace_for_room(room: str, default: str) -> str:
 
 def validate_room(room: Any) -> str:
     """Return ``room`` if it is a valid room name, else raise :class:`InvalidRoomError`."""
-    if not isinstance(room, str) or not ROOM_PATTERN.match(room):
+    if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):
         raise InvalidRoomError(
             f"invalid room {room!r}: expected 1-128 characters of letters, digits and _.:@/-"
         )
@@ -224,7 +224,7 @@ class EventRegistry:
             kwargs.setdefault("namespace", MONITORING_NAMESPACE)
             kwargs.setdefault("room", MONITORING_ROOM)
             spec = EventTypeSpec(spec, **kwargs)
-        if not TYPE_PATTERN.match(spec.name):
+        if not TYPE_PATTERN.fullmatch(spec.name):
             raise InvalidEventError(
                 f"invalid event type name {spec.name!r}: lower-case letters, digits, '_' and '.'"
             )
@@ -435,7 +435,9 @@ def check_json(value: Any, max_depth: int = DEFAULT_MAX_JSON_DEPTH, text: str | 
     come from a ``\\uD8xx``-style escape, so the walk over strings runs only when the text
     holds one. Returns ``value``; raises :class:`TooDeepError` or :class:`InvalidJSONError`.
     """
-    if json_depth_exceeds(value, max_depth):
+    # Text with no more brackets than the limit cannot nest past it: skip the walk.
+    shallow = text is not None and text.count("[") + text.count("{") <= max_depth
+    if not shallow and json_depth_exceeds(value, max_depth):
         raise TooDeepError(f"objects and lists nest deeper than {max_depth} levels")
     if (text is None or _SURROGATE_ESCAPE.search(text)) and _has_lone_surrogate(value):
         raise InvalidJSONError("a string holds a lone UTF-16 surrogate; it is not Unicode text")

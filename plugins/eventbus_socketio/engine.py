@@ -253,6 +253,18 @@ class _FairSocket:
         self._pause()
         return data
 
+    def shutdown(self, how: int = _socket.SHUT_RDWR) -> None:
+        try:
+            self._sock.shutdown(how)
+        except OSError:
+            pass  # already closed or reset by the peer
+
+    def close(self) -> None:
+        """End the connection itself, not only this handle: the WSGI server holds other
+        references to it and would otherwise read what the client sends next as a request."""
+        self.shutdown()
+        self._sock.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
@@ -337,10 +349,7 @@ class BoundedWebSocket:
     def _shutdown(self) -> None:
         """End the connection for both directions so a reader blocked in ``recv`` wakes
         and the WSGI server sees end of input, whatever the session ended with."""
-        try:
-            self.ws.sock.shutdown(_socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
+        self.ws.sock.shutdown()
 
     def close(self) -> None:
         if self.ws is not None and self.ws.connected:

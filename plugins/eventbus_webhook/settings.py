@@ -167,7 +167,7 @@ def parse_endpoint(raw: Mapping[str, Any], index: int) -> Endpoint:
     if unknown:
         raise ConfigError(f"{label}: unknown field(s) {', '.join(unknown)}; "
                           f"expected {', '.join(sorted(ENDPOINT_FIELDS))}")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{label}: 'name' must be 1-64 letters, digits or _.-, got {name!r}")
     url = raw.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None

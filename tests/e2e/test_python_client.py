@@ -198,7 +198,8 @@ def test_resync_after_restart_fetches_history_and_adopts_new_epoch(
     new_epoch = history["epoch"]
     assert new_epoch != old_epoch
     assert seen.resyncs == [{"room": "monitoring", "epoch": new_epoch, "previous_epoch": old_epoch,
-                             "fetched": seen.resyncs[0]["fetched"], "lost": 0, "complete": True}]
+                             "fetched": seen.resyncs[0]["fetched"], "lost": 0, "unverified": 0, "gaps": [],
+                             "complete": True}]
     assert seen.resyncs[0]["fetched"] >= 1
     assert client.positions()["monitoring"] == {"seq": seen.events[-1]["seq"], "epoch": new_epoch}
     assert seen.numbers() == list(range(7))

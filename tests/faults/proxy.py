@@ -1,5 +1,6 @@
 """A TCP proxy for fault tests: forwards a local port to a server and can reset every
-connection through it (an RST, as a broken network or a NAT timeout sends) or refuse new ones.
+connection through it (an RST, as a broken network or a NAT timeout sends), refuse new ones,
+or reset only the new ones whose first bytes start a given request.
 
 It runs an asyncio loop on a thread of its own; the test calls :meth:`TcpProxy.reset` and
 :meth:`TcpProxy.refuse` from its own thread.
@@ -37,6 +38,7 @@ class TcpProxy:
         self.port = 0
         self.counters = {"accepted": 0, "refused": 0, "reset": 0}
         self._refusing = False
+        self._failing: bytes | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -79,6 +81,11 @@ class TcpProxy:
         if refusing:
             self.reset()
 
+    def fail_requests(self, prefix: bytes | None) -> None:
+        """Reset each new connection whose first bytes start with ``prefix`` (e.g.
+        ``b"GET /api/events"``: history reads fail, sockets pass); ``None`` stops it."""
+        self._failing = prefix
+
     def close(self) -> None:
         if not self._thread.is_alive():
             return
@@ -89,6 +96,10 @@ class TcpProxy:
             for client, upstream in list(self._pairs):
                 client.transport.abort()
                 upstream.transport.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         self._call(run())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -105,6 +116,13 @@ class TcpProxy:
             self.counters["refused"] += 1
             _reset(writer)
             return
+        first = b""
+        if self._failing is not None:
+            first = await reader.read(65536)  # the client speaks first (HTTP, WebSocket upgrade)
+            if first.startswith(self._failing):
+                self.counters["refused"] += 1
+                _reset(writer)
+                return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -112,6 +130,8 @@ class TcpProxy:
             _reset(writer)  # nothing listens upstream: the client sees a reset, as without a proxy
             return
         self.counters["accepted"] += 1
+        if first:
+            up_writer.write(first)
         pair = (writer, up_writer)
         self._pairs.add(pair)
         try:

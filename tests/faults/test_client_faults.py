@@ -5,13 +5,15 @@ of the network and of the server, in every async mode, with the memory backend:
   while 300 events/s flow; each helper resumes, and delivers every accepted event once, in
   seq order, with no reported loss.
 - SIGKILL: the server dies and another one starts (a new epoch) while the helpers cannot
-  reach it and events flow; they resync from history and report as lost exactly the
-  accepted events they missed that history no longer had, and never a delivered one.
+  reach it and events flow; when they are back the network still fails their history reads
+  for a second. They resync from history and report as lost exactly the accepted events
+  they missed that history no longer had, and never a delivered one.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -32,6 +34,7 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
     from e2e.test_python_client import Publisher  # type: ignore[no-redef]
 
 ROOM = "monitoring"
+Record = dict[str, Any]
 HAS_NODE = shutil.which("node") is not None and (JS_DIR / "node_modules" / "socket.io-client").is_dir()
 #: socket.io-client retries at most every 0.5 s here (its default backs off to 5 s).
 NODE_OPTIONS = '--options={"socketOptions": {"reconnectionDelay": 100, "reconnectionDelayMax": 500}}'
@@ -45,7 +48,8 @@ class PythonHelper:
         self.delivered: list[tuple[str | None, dict[str, Any]]] = []
         self.states: list[str] = []
         self.resyncs: list[dict[str, Any]] = []
-        self.client = EventBusClient(url, token=token, on_resync=self.resyncs.append,
+        self.errors: list[BaseException] = []
+        self.client = EventBusClient(url, token=token, on_resync=self.resyncs.append, on_error=self.errors.append,
                                      on_state_change=lambda state, previous: self.states.append(state),
                                      reconnect_delay=0.1, reconnect_delay_max=0.5, gap_timeout=0.5)
         self.client.on("*", self._record)
@@ -76,6 +80,10 @@ class NodeHelper:
     @property
     def resyncs(self) -> list[dict[str, Any]]:
         return [r for r in list(self.script.records) if r.get("kind") == "resync"]
+
+    @property
+    def errors(self) -> list[Record]:
+        return [r for r in list(self.script.records) if r.get("kind") == "error"]
 
     def reconnects(self) -> int:
         return sum(1 for r in list(self.script.records) if r.get("kind") == "state" and r["state"] == "reconnecting")
@@ -161,7 +169,7 @@ def test_server_sigkill_reports_exactly_what_was_missed(start_server: Callable[.
     first = start_server(async_mode, env=env)
     with TcpProxy(first.port) as proxy:
         followers = helpers(proxy.url, first.token("watcher", ()))
-        publisher = Publisher(first.url, first.token(), rate=300, total=1500).start()
+        publisher = Publisher(first.url, first.token(), rate=300, total=3000).start()  # stopped early
         try:
             publisher.wait_accepted(200)
             failed = publisher.failed
@@ -172,7 +180,16 @@ def test_server_sigkill_reports_exactly_what_was_missed(start_server: Callable[.
             before_kill = len(publisher.accepted)
             second = start_server(async_mode, env=env, port=first.port)
             publisher.wait_accepted(before_kill + 250)  # 150 more than the new history keeps
+            # The helpers' sockets get through; their history reads fail for a second.
+            proxy.fail_requests(b"GET /api/events")
             proxy.refuse(False)
+            wait_until(lambda: all(connected(h) for h in followers), 20, message="every helper reconnected")
+            errors = [len(h.errors) for h in followers]
+            wait_until(lambda: all(len(h.errors) > n for h, n in zip(followers, errors)), 10,
+                       message="every helper's history read failed")
+            assert not any(h.resyncs for h in followers)
+            time.sleep(1.0)  # how long history reads keep failing
+            proxy.fail_requests(None)
             wait_until(lambda: all(h.resyncs for h in followers), 20, message="every helper resynced")
             publisher.wait_accepted(len(publisher.accepted) + 150)
         finally:

@@ -87,7 +87,9 @@ def _listed(server: ServerProcess, sid: str) -> bool:
 
 
 def _present(server: ServerProcess) -> int:
-    return server.status()["presence"].get(NAMESPACE, {}).get("monitoring", 0)
+    """Users present in the monitoring room (the admin view of the status page)."""
+    body = requests.get(f"{server.url}/api/websocket/status", headers=_admin(server), timeout=5).json()
+    return body.get("detail", body)["presence"].get(NAMESPACE, {}).get("monitoring", 0)
 
 
 def test_lifecycle_names_from_a_client_are_refused(server: ServerProcess) -> None:
