@@ -84,10 +84,22 @@ class DrainUnreadBody:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        body = self.app(environ, start_response)
         sock = environ.get("werkzeug.socket")
         if sock is None or not (environ.get("CONTENT_LENGTH") not in (None, "", "0")
                                 or "HTTP_TRANSFER_ENCODING" in environ):
+            return self.app(environ, start_response)
+        refused = []
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # Only a refusal leaves a body unread; its connection closes after the answer,
+            # so what is dropped can never be the client's next request.
+            if status[:1] in ("4", "5"):
+                refused.append(True)
+                headers = [h for h in headers if h[0].lower() != "connection"] + [("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, respond)
+        if not refused:
             return body
         return ClosingIterator(_then_drain(body, sock), getattr(body, "close", None))
 
@@ -357,4 +369,3 @@ def register_http(app: Flask, manager: SocketManager) -> None:
         return response
 
     app.register_blueprint(bp)
-    app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]

@@ -166,7 +166,7 @@ class SocketManager:
         if not app.secret_key:
             app.secret_key = config.ensure_secret_key()
         from .dashboard import register_dashboard
-        from .http import register_http
+        from .http import DrainUnreadBody, register_http
 
         register_http(app, self)
         register_dashboard(app, self)
@@ -178,7 +178,7 @@ class SocketManager:
         self.bus.serve()
         if not config.websocket_enabled:
             log.info("WEBSOCKET_ENABLED=false: HTTP API only, Socket.IO is off")
-            app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies)  # type: ignore[method-assign]
+            app.wsgi_app = DrainUnreadBody(TrustedProxies(app.wsgi_app, config.trusted_proxies))  # type: ignore[method-assign]
             self.bus.start()
             return None
         origins: Any = list(config.cors_origins) or None  # None: same origin only
@@ -218,8 +218,8 @@ class SocketManager:
         # WebSocket messages bounded before they are buffered, in every async mode, and no
         # client-sent connect/disconnect; fails here if the libraries are not as expected.
         install_engine(self.socketio.server, refused=lifecycle_refused)
-        # Outside Flask-SocketIO's middleware, so Socket.IO requests pass through it too.
-        app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies)  # type: ignore[method-assign]
+        # Outside Flask-SocketIO's middleware, so Socket.IO requests pass through them too.
+        app.wsgi_app = DrainUnreadBody(TrustedProxies(app.wsgi_app, config.trusted_proxies))  # type: ignore[method-assign]
         for namespace, cls in NAMESPACE_CLASSES.items():
             self.socketio.on_namespace(cls(namespace, self))
         self.pending_sessions = limit_pending_sessions(self.socketio.server, config.max_pending_sessions,
@@ -329,10 +329,10 @@ class SocketManager:
                               code="too_many_rooms")
         first = self.presence.add(conn.namespace, room, conn.identity.user_id, conn.sid)
         start: list[int] = []
-        start_seq = getattr(self.bus.history, "start_seq", None)
-        on_joined = None
+        start_seq = getattr(self.bus.history, "start_seq", None)  # memory history only
+        on_joined: Callable[[], None] | None = None
         if after is None and start_seq is not None:
-            def on_joined() -> None:  # in the stream, at the join point
+            def on_joined() -> None:  # runs in the stream, at the join point
                 start.append(start_seq(room))
         result = self.transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch,
                                      batched=conn.batched, on_joined=on_joined)
