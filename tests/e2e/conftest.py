@@ -33,8 +33,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         return server.start()
 
     yield start
+    errors = []
     for server in started:
-        server.stop()
+        try:
+            server.stop()  # also scans the server's log and public bodies for secrets
+        except Exception as exc:  # noqa: BLE001 - stop (and scan) every server, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
