@@ -95,7 +95,7 @@ class EventBus:
             self.redis.on_epoch_change = self._epoch_changed
             self.role = "producer"
             history = self.redis.history
-        self.history: History = history or MemoryHistory(self.config.history_size, self.config.history_max_age)
+        self.history: History = history or MemoryHistory.from_config(self.config)
         self.workers: list[TransportWorker] = []
         self._lock = threading.Lock()
         self._started = False
