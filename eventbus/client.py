@@ -21,6 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from .redact import redact_url
+
 log = logging.getLogger("eventbus.client")
 
 T = TypeVar("T")
@@ -416,7 +418,7 @@ class EventBusClient:
                     if exc.code in FINAL_REFUSALS:
                         self._set_state("disconnected")
                         return
-                    log.info("reconnect to %s%s failed: %s", self.url, self.namespace, exc)
+                    log.info("reconnect to %s%s failed: %s", redact_url(self.url), self.namespace, exc)
                 delay = min(delay * 2, self.reconnect_delay_max)
         finally:
             with self._lock:

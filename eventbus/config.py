@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .events import DEFAULT_MAX_EVENT_BYTES, EventBusError
 
@@ -107,6 +108,102 @@ def _parse_proxies(name: str, value: Any) -> list[str]:
     return out
 
 
+#: Signature algorithms a JWKS token may use: public-key ones only (never HS*, never none).
+JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _parse_jwks_url(name: str, value: Any) -> str:
+    """An ``https://`` URL; ``http://`` only for ``localhost``, ``127.0.0.1`` or ``::1``."""
+    from .redact import redact_url
+
+    url = str(value).strip()
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:  # a bad port or bracketed host
+        scheme, host = "", None
+    if host and (scheme == "https" or (scheme == "http" and host in _LOOPBACK_HOSTS)):
+        return url
+    raise ConfigError(f"{name}: expected an https:// URL (http:// only for localhost, 127.0.0.1 "
+                      f"or ::1), got {redact_url(url)!r}")
+
+
+def _parse_jwt_algorithms(name: str, value: Any) -> list[str]:
+    """Comma-separated public-key algorithms (:data:`JWKS_ALGORITHMS`); HS* and ``none``
+    are refused: a token from an identity provider is signed with its private key."""
+    algorithms = _parse_list(value)
+    if not algorithms:
+        raise ConfigError(f"{name}: expected at least one of {', '.join(JWKS_ALGORITHMS)}")
+    for alg in algorithms:
+        if alg.upper().startswith("HS") or alg.lower() == "none":
+            raise ConfigError(f"{name}: {alg!r} is refused: identity-provider tokens must use a "
+                              f"public-key algorithm ({', '.join(JWKS_ALGORITHMS)}); with HS* or "
+                              "none anyone who knows the published key could sign tokens")
+        if alg not in JWKS_ALGORITHMS:
+            raise ConfigError(f"{name}: unknown algorithm {alg!r}; expected some of "
+                              f"{', '.join(JWKS_ALGORITHMS)}")
+    return algorithms
+
+
+def _parse_claim_path(name: str, value: Any) -> str:
+    """A claim name or dotted path (``sub``, ``realm_access.roles``,
+    ``https://example.com/roles``), 1 to 200 characters."""
+    path = str(value).strip()
+    if not path or len(path) > 200:
+        raise ConfigError(f"{name}: expected a claim name or dotted path (1 to 200 characters), got {path!r}")
+    return path
+
+
+def _parse_role_map(name: str, value: Any) -> dict[str, list[str]]:
+    """``IDP_ROLE=ROLE[+ROLE]``, comma-separated (or a TOML table ``{idp_role = "role"}``):
+    which eventbus roles each identity-provider role gives."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, Mapping):
+        for source, target in value.items():
+            for role in [target] if isinstance(target, str) else list(target):
+                pairs.append((str(source), str(role)))
+    else:
+        for item in _parse_list(value):
+            source, sep, target = item.rpartition("=")
+            if not sep or not source.strip() or not target.strip():
+                raise ConfigError(f"{name}: expected IDP_ROLE=ROLE pairs, comma-separated "
+                                  f"(e.g. eventbus-admin=admin,writer=publisher), got {item!r}")
+            pairs += [(source, role) for role in target.split("+")]
+    out: dict[str, list[str]] = {}
+    for source, role in pairs:
+        role = role.strip()
+        if not _ROLE_NAME.fullmatch(role):
+            raise ConfigError(f"{name}: expected eventbus role names of letters, digits and _.:-, got {role!r}")
+        roles = out.setdefault(source.strip(), [])
+        if role not in roles:
+            roles.append(role)
+    return out
+
+
+def check_jwks_settings(cfg: "Config") -> None:
+    """With ``EVENTBUS_JWKS_URL``, an issuer and an audience are required and only public-key
+    algorithms are accepted; without it, an issuer or audience is a mistake (it would do
+    nothing). Raises :class:`ConfigError` naming the variable."""
+    if not cfg.jwks_url:
+        for attr, var in (("jwt_issuer", "EVENTBUS_JWT_ISSUER"), ("jwt_audience", "EVENTBUS_JWT_AUDIENCE")):
+            if getattr(cfg, attr):
+                raise ConfigError(f"{var}: set EVENTBUS_JWKS_URL too (the identity provider's keys); "
+                                  "without it no token is checked against this setting")
+        return
+    _parse_jwks_url("EVENTBUS_JWKS_URL", cfg.jwks_url)
+    _parse_jwt_algorithms("EVENTBUS_JWT_ALGORITHMS", cfg.jwt_algorithms)
+    if not cfg.jwt_issuer:
+        raise ConfigError("EVENTBUS_JWT_ISSUER: required with EVENTBUS_JWKS_URL: the exact 'iss' of "
+                          "your identity provider's tokens, e.g. https://YOUR_TENANT.auth0.com/")
+    if not cfg.jwt_audience:
+        raise ConfigError("EVENTBUS_JWT_AUDIENCE: required with EVENTBUS_JWKS_URL: the audiences "
+                          "(API identifier, client id) your tokens are issued for, comma-separated; "
+                          "'*' accepts any audience of the issuer")
+    if "*" in cfg.jwt_audience and len(cfg.jwt_audience) > 1:
+        raise ConfigError("EVENTBUS_JWT_AUDIENCE: '*' (any audience) cannot be combined with audiences")
+
+
 def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     """``KEY=USER:ROLE+ROLE`` entries, comma-separated (or a TOML table list)."""
     keys: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -177,6 +274,16 @@ class Config:
     roles: list[str] = field(default_factory=list)  # roles beyond admin, agent, publisher
     trusted_proxies: list[str] = field(default_factory=list)  # addresses/CIDRs whose X-Forwarded-* count
     health_degraded_status: int = 503  # /api/health status while the backend is away or buffering
+    # -- tokens from an identity provider, verified against its JWKS (docs/security.md) --
+    jwks_url: str | None = None  # https (http only for localhost); None: strategy off
+    jwt_issuer: str | None = None  # exact `iss`; required with jwks_url
+    jwt_audience: list[str] = field(default_factory=list)  # required with jwks_url; ["*"]: any
+    jwt_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])  # asymmetric only
+    jwt_user_claim: str = "sub"  # claim path of the user id
+    jwt_roles_claim: list[str] = field(default_factory=lambda: ["roles"])  # claim paths, roles united
+    jwt_role_map: dict[str, list[str]] = field(default_factory=dict)  # IdP role -> eventbus roles
+    jwks_cache_seconds: float = 300.0
+    jwt_leeway: float = 10.0  # seconds of clock skew allowed for exp, nbf, iat
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -306,6 +413,17 @@ class Config:
         setv("trusted_proxies", ("EVENTBUS_TRUSTED_PROXIES",), _parse_proxies)
         setv("health_degraded_status", ("EVENTBUS_HEALTH_DEGRADED_STATUS",),
              lambda n, v: _parse_int(n, v, 200, 599))
+        setv("jwks_url", ("EVENTBUS_JWKS_URL",), _parse_jwks_url)
+        setv("jwt_issuer", ("EVENTBUS_JWT_ISSUER",), lambda n, v: str(v).strip() or None)
+        setv("jwt_audience", ("EVENTBUS_JWT_AUDIENCE",), lambda n, v: _parse_list(v))
+        setv("jwt_algorithms", ("EVENTBUS_JWT_ALGORITHMS",), _parse_jwt_algorithms)
+        setv("jwt_user_claim", ("EVENTBUS_JWT_USER_CLAIM",), _parse_claim_path)
+        setv("jwt_roles_claim", ("EVENTBUS_JWT_ROLES_CLAIM",),
+             lambda n, v: [_parse_claim_path(n, p) for p in _parse_list(v)])
+        setv("jwt_role_map", ("EVENTBUS_JWT_ROLE_MAP",), _parse_role_map)
+        setv("jwks_cache_seconds", ("EVENTBUS_JWKS_CACHE_SECONDS",), lambda n, v: _parse_float(n, v, 1))
+        setv("jwt_leeway", ("EVENTBUS_JWT_LEEWAY",), lambda n, v: _parse_float(n, v, 0))
+        check_jwks_settings(cfg)
 
         raw_load = env.get("EVENTBUS_LOAD_PLUGINS")
         if raw_load is None and "LOAD_PLUGINS" in file_values:

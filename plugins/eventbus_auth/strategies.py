@@ -1,10 +1,13 @@
-"""Authentication strategies (validator adapter, JWT, API keys) and the default authorization rules.
+"""Authentication strategies (identity-provider JWKS, validator adapter, JWT, API keys) and
+the default authorization rules.
 
-Order: the operator's validator sees a token first, because an existing auth system's
-tokens are often JWTs signed with keys we do not hold, and our JWT check would refuse them
-as forged. Our JWT check comes next and refuses a JWT-shaped token outright (so an expired
-token is reported as ``token_expired``). API keys come last; ``auth["api_key"]`` goes
-straight to them.
+Order: ``auth["api_key"]`` goes straight to the API keys. A token from the configured
+identity provider (``EVENTBUS_JWKS_URL``: header ``alg`` among ``EVENTBUS_JWT_ALGORITHMS``
+and unverified ``iss`` equal to ``EVENTBUS_JWT_ISSUER``) is decided by the JWKS strategy
+alone (:mod:`eventbus_auth.jwks`). Any other token goes to the operator's validator next,
+because an existing auth system's tokens are often JWTs signed with keys we do not hold, and
+our JWT check would refuse them as forged. Our JWT check comes next and refuses a JWT-shaped
+token outright (so an expired token is reported as ``token_expired``). API keys come last.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from eventbus.events import ADMIN_NAMESPACE
 from eventbus.hookspecs import hookimpl
 from eventbus.identity import AuthError, Identity
 
+from .jwks import JwksStrategy
 from .sessions import PRIVILEGED_ROLES, SESSION_ACTIONS, SessionRules, parse_sessions, session_of
 
 if TYPE_CHECKING:
@@ -124,12 +128,15 @@ class AuthPlugin:
         self.validator: Validator | None = None
         #: The private-session rules and their owners; ``None`` in ``open`` mode.
         self.sessions: SessionRules | None = None
+        #: Identity-provider tokens (``EVENTBUS_JWKS_URL``); ``None`` when not configured.
+        self.jwks: JwksStrategy | None = None
 
     @hookimpl
     def eventbus_configure(self, config: Config) -> None:
         self.config = config
         self.validator = load_validator(config.auth_validator) if config.auth_validator else None
         self.sessions = SessionRules.from_config(config)
+        self.jwks = JwksStrategy.from_config(config, known_roles(config))
 
     @hookimpl
     def eventbus_authenticate(self, auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
@@ -144,6 +151,10 @@ class AuthPlugin:
         token = _token_of(auth)
         if token is None:
             return None
+        if self.jwks is not None:
+            routed = self.jwks.route(token)
+            if routed is not None:
+                return self.jwks.authenticate(token, *routed)
         if self.validator is not None:
             identity = self.check_validator(token)
             if identity is not None:

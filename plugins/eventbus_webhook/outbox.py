@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from eventbus.files import FILE_MODE, open_private, private_dir
 
+from .blocking import run_blocking
+
 SCHEMA_VERSION = 1
 #: A row's life: ``intake`` (stored while the emitter waits, before the bus assigned
 #: ``seq``; not yet attempted), ``pending`` (due for attempts), ``dead`` (a dead letter).
@@ -185,23 +187,29 @@ class Outbox:
         if not rows:
             return 0
         now = time.time() if now is None else now
+        values = [(*row, now, status, now) for row in rows]
         with self._ingest_lock, self._write_lock:
             conn = self._ingest
             if conn is None:
                 raise OutboxError("the webhook outbox is closed")
-            before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO deliveries (endpoint, event_id, event_type, body, "
-                    "created_at, next_attempt_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row, now, status, now) for row in rows])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return conn.total_changes - before
+            # The commit waits for fsync: off the event loop in a green server.
+            return run_blocking(lambda: self._insert(conn, values))
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, values: list[tuple[Any, ...]]) -> int:
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (endpoint, event_id, event_type, body, "
+                "created_at, next_attempt_at, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return conn.total_changes - before
 
     def enqueue_together(self, rows: list[tuple[str, str, str, str, float]]) -> None:
         """Store ``rows`` as ``intake`` and return once they are committed (``FULL``), for

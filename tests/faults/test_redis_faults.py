@@ -29,6 +29,7 @@ from .harness import (
     StreamRecorder,
     check_seq,
     check_stream,
+    republished,
     wait_for,
 )
 
@@ -128,9 +129,18 @@ def _finish(run: Run, expect_epochs: int | None = None) -> dict[str, Any]:
         pass  # reported below, client by client
     time.sleep(0.5)  # a grace period for late duplicates: it only makes the check stricter
     problems: list[str] = []
-    for recorder in run.recorders:
+    again: dict[str, dict[str, Any]] = {}
+    for recorder, helper in zip(run.recorders, run.helpers):
         got = [(d.id, d.data["producer"], d.data["i"]) for d in recorder.agent_events()]
-        problems += check_stream(recorder.name, got, accepted)
+        # After Redis lost its data, an event published in its last instant can come again
+        # under the new epoch's numbering (docs/deployment.md); the client helpers drop it
+        # by id, so it may be there only when the EventBusClient beside it got it once.
+        twice = republished(recorder)
+        helper_ids = [e["id"] for e in helper.agent_events()]
+        allowed = frozenset(i for i in twice if helper_ids.count(i) == 1)
+        if twice:
+            again[recorder.name] = twice
+        problems += check_stream(recorder.name, got, accepted, allowed)
         problems += check_seq(recorder)
         missing = wanted - {d.id for d in recorder.agent_events()}
         if len(recorder.reported_lost) > len(missing):
@@ -154,12 +164,15 @@ def _finish(run: Run, expect_epochs: int | None = None) -> dict[str, Any]:
                        "seq_repeats": r.seq_repeats, "fetched": sum(d.fetched for d in r.deliveries),
                        "epochs": len({d.epoch for d in r.deliveries})} for r in run.recorders],
         "clients": [dict(h.client.stats) for h in run.helpers],
+        "republished": again,
     }
     print("fault run:", summary)
     assert not problems, "\n".join(problems) + f"\n{summary}"
     if expect_epochs is not None:
         for recorder in run.recorders:
             assert len({d.epoch for d in recorder.agent_events()}) == expect_epochs, recorder.resyncs
+    if expect_epochs != 2:
+        assert not again, again  # only a new epoch may bring an event again
     return summary
 
 

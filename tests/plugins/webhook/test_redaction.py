@@ -42,9 +42,9 @@ def leaky_bus(webhook_bus, receiver_factory, free_port, secret, endpoint, caplog
                       endpoint("down", secret_url(free_port), secret, retry_schedule=[0, 3600]))
     event = bus.emit("agent_started", {"agent_name": "a"}, origin="http")
     receiver.wait_for_ids([event.id])
-    # ``retries`` counts after the attempt's result is stored.
-    wait_until(lambda: bus.transport("webhook").health()["endpoints"]["down"]["retries"] == 1,
-               message="the unreachable endpoint failed once")
+    # ``delivered`` and ``retries`` count after the attempt's result is logged and stored.
+    wait_until(lambda: (e := bus.transport("webhook").health()["endpoints"])["down"]["retries"] == 1
+               and e["good"]["delivered"] == 1, message="one delivery and one failure")
     return bus
 
 
