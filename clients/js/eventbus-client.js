@@ -13,6 +13,10 @@
 // the ids of the last `dedupeWindow` delivered events are remembered and skipped when they
 // return, while their seq still moves the stream on. A seq the stream has to skip counts as
 // lost only when history was read and no event delivered without a seq can be it.
+//
+// `send` waits until the connection is up and every join or resume sent on it is answered,
+// so a message sent right after creating the client (or after `join`) is ordered after the
+// room's join point and reaches this client's own handlers.
 
 import { io as defaultIo } from "socket.io-client";
 
@@ -134,6 +138,8 @@ export class EventBusClient {
     this._closed = false;
     this._retryTimer = null;
     this._retryDelay = 500;
+    this._joining = 0; // resumes sent on this connection and not answered yet
+    this._sendWaiters = new Set(); // sends waiting for the connection and its joins
     this.state = "connecting";
     this.lastError = null;
     this.stats = { delivered: 0, duplicates: 0, lost: 0, unverified: 0, resyncs: 0, fetches: 0 };
@@ -205,11 +211,21 @@ export class EventBusClient {
   }
 
   /** Emit a client event; resolves with the ack, rejects with an EventBusError on
-   * `{ok: false}` or when no ack arrives within ackTimeout. */
-  async send(event, data) {
+   * `{ok: false}`, when no ack arrives within ackTimeout (`timeout`), or when the client is
+   * closed or refused before the event could be sent (`disconnected`). The event is sent once
+   * the connection is up and its joins and resumes are answered, so it follows the rooms' join
+   * points: the client receives its own message. ackTimeout counts from the call. */
+  send(event, data) {
+    if (this._isJoined() && this._sendWaiters.size === 0) return this._emit(event, data); // now, in call order
+    const started = Date.now();
+    return this._whenJoined(event).then(
+      () => this._emit(event, data, Math.max(1, this._ackTimeout - (Date.now() - started))));
+  }
+
+  async _emit(event, data, timeout = this._ackTimeout) {
     let ack;
     try {
-      ack = await this.socket.timeout(this._ackTimeout).emitWithAck(event, data);
+      ack = await this.socket.timeout(timeout).emitWithAck(event, data);
     } catch (err) {
       throw new EventBusError("timeout", `no ack for ${event} within ${this._ackTimeout} ms`, err);
     }
@@ -234,6 +250,44 @@ export class EventBusClient {
     for (const st of this._rooms.values()) clearTimeout(st.gapTimer);
     this.socket.disconnect();
     this._setState("disconnected");
+    this._failSends(new EventBusError("disconnected", "the client was closed before the event was sent"));
+  }
+
+  // -- sends wait for the joins ---------------------------------------------------------
+
+  _isJoined() {
+    return this.socket.connected && this._joining === 0;
+  }
+
+  _whenJoined(event) {
+    if (this._isJoined()) return Promise.resolve();
+    if (this._closed) {
+      return Promise.reject(new EventBusError("disconnected", `the client is closed: ${event} was not sent`));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: () => { clearTimeout(waiter.timer); resolve(); },
+        reject: (err) => { clearTimeout(waiter.timer); reject(err); },
+        timer: setTimeout(() => {
+          this._sendWaiters.delete(waiter);
+          reject(new EventBusError("timeout", `not connected within ${this._ackTimeout} ms: ${event} was not sent`));
+        }, this._ackTimeout),
+      };
+      this._sendWaiters.add(waiter);
+    });
+  }
+
+  _releaseSends() {
+    if (!this._isJoined()) return;
+    const waiters = [...this._sendWaiters];
+    this._sendWaiters.clear();
+    for (const w of waiters) w.resolve();
+  }
+
+  _failSends(err) {
+    const waiters = [...this._sendWaiters];
+    this._sendWaiters.clear();
+    for (const w of waiters) w.reject(err);
   }
 
   // -- connection lifecycle -----------------------------------------------------------
@@ -262,12 +316,15 @@ export class EventBusClient {
     this._everConnected = true;
     this._retryDelay = 500;
     this.lastError = null;
-    this._setState("connected");
+    // Resume first: a state listener that sends then waits for the rooms' join points.
     this._resume([...this._rooms.keys()]);
+    this._setState("connected");
+    this._releaseSends(); // when there was nothing to join on this connection
   }
 
   _disconnected(reason) {
     this._generation += 1;
+    this._joining = 0; // the next connection resumes every room again
     for (const st of this._rooms.values()) {
       clearTimeout(st.gapTimer);
       st.gapTimer = null;
@@ -307,6 +364,7 @@ export class EventBusClient {
     if (!this.socket.active) {
       for (const st of this._rooms.values()) this._settleWaiters(st, null, error);
       this._setState("disconnected");
+      this._failSends(new EventBusError("disconnected", `the connection was refused: ${error && error.message}`, error));
     }
   }
 
@@ -334,16 +392,22 @@ export class EventBusClient {
       groups.get(st.epoch)[room] = st.last;
     }
     for (const [epoch, positions] of groups) {
-      this.send("resume", { rooms: positions, epoch }).then(
+      this._joining += 1;
+      const answered = () => {
+        if (generation !== this._generation) return false;
+        this._joining -= 1;
+        return true;
+      };
+      this._emit("resume", { rooms: positions, epoch }).then(
         (ack) => {
-          if (generation !== this._generation) return;
+          if (!answered()) return;
           for (const room of Object.keys(positions)) {
             const result = ack.rooms && ack.rooms[room];
             if (result) this._roomAck(room, { ok: true, room, epoch: ack.epoch, ...result });
           }
         },
         (err) => {
-          if (generation !== this._generation) return;
+          if (!answered()) return;
           this._error(err);
           for (const room of Object.keys(positions)) {
             const st = this._rooms.get(room);
@@ -353,7 +417,7 @@ export class EventBusClient {
             this._settleWaiters(st, null, err);
           }
         },
-      );
+      ).catch((err) => this._error(err)).finally(() => this._releaseSends());
     }
   }
 

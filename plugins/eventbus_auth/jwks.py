@@ -19,7 +19,7 @@ and logged once per outage.
 The fetch runs in the connecting client's handler: under gevent and eventlet (``eventbus
 serve`` monkey-patches the standard library first) it yields to other clients while it
 waits; in threading mode it holds only the threads of the connections that wait for the
-keys, for at most :data:`FETCH_TIMEOUT` seconds.
+keys, while the request lasts (:data:`FETCH_TIMEOUT` per wait).
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eventbus.auth")
 
-#: Seconds one JWKS request may take (connect and read).
+#: Seconds a JWKS request may wait for the connection and for each read.
 FETCH_TIMEOUT = 5.0
 #: Least seconds between two refetches asked for by an unknown ``kid``.
 REFETCH_INTERVAL = 30.0
 #: Seconds after a failed fetch during which tokens are refused without asking again.
 RETRY_AFTER_FAILURE = 5.0
+#: The oldest PyJWT whose PyJWKClient follows no redirect (a JWKS answer is the key set or nothing).
+MIN_PYJWT = (2, 14)
 #: Separators of a roles claim given as one string (``scope: "read write"``).
 _ROLE_SEPARATORS = re.compile(r"[\s,]+")
 _MISSING = object()
@@ -151,6 +153,14 @@ class JwksKeys:
         raise KeysUnavailable(_reason(exc)) from None
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """``"2.15.1"`` -> ``(2, 15)``; anything unparsable counts as new enough."""
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return (999,)
+
+
 def _reason(exc: BaseException) -> str:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     text = str(cause).splitlines()[0] if str(cause) else ""
@@ -204,10 +214,15 @@ class JwksStrategy:
         check_jwks_settings(config)
         if not config.jwks_url:
             raise ConfigError("EVENTBUS_JWKS_URL: not set")
+        import jwt
         from jwt.algorithms import has_crypto
 
         if not has_crypto:
             raise ConfigError("EVENTBUS_JWKS_URL: verifying RS256/ES256 tokens needs cryptography: "
+                              "pip install 'eventbus[auth]'")
+        if _version(jwt.__version__) < MIN_PYJWT:
+            raise ConfigError(f"EVENTBUS_JWKS_URL: needs PyJWT >= {'.'.join(map(str, MIN_PYJWT))} (older "
+                              f"versions follow redirects when fetching keys), found {jwt.__version__}: "
                               "pip install 'eventbus[auth]'")
         known = set(known_roles)
         for source, targets in config.jwt_role_map.items():

@@ -94,7 +94,7 @@ def looks_like_jwt(token: str) -> bool:
         return False
     try:
         header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: a deeply nested header
         return False
     return isinstance(header, dict) and "alg" in header
 

@@ -60,13 +60,14 @@ class KeyPair:
 
 class JwksServer:
     """``GET /jwks`` answers the published keys; ``fetches`` counts every request.
-    ``mode``: ``ok``, ``error`` (HTTP 503), ``garbage`` (not JSON) or ``hang`` (answers
-    once ``release`` is set)."""
+    ``mode``: ``ok``, ``error`` (HTTP 503), ``garbage`` (not JSON), ``hang`` (answers
+    once ``release`` is set) or ``redirect`` (302 to ``redirect_to``)."""
 
     def __init__(self, keys: list[KeyPair]) -> None:
         self.keys = list(keys)
         self.fetches = 0
         self.mode = "ok"
+        self.redirect_to = ""
         self.release = threading.Event()
         owner = self
 
@@ -78,6 +79,12 @@ class JwksServer:
                     return  # the client has given up
                 if owner.mode == "error":
                     self.send_error(503)
+                    return
+                if owner.mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", owner.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 body = (b"<html>oops</html>" if owner.mode == "garbage"
                         else json.dumps({"keys": [k.jwk for k in owner.keys]}).encode())
@@ -167,11 +174,12 @@ def test_rs256_and_es256_tokens_sign_in(jwks_bus, idp, rsa_key, ec_key):
     assert idp.fetches == 1  # one fetch, then the cache
 
 
-def test_the_builtin_strategies_keep_working_next_to_it(jwks_bus, idp):
+def test_the_builtin_strategies_keep_working_next_to_it(jwks_bus, idp, rsa_key):
     bus, _ = jwks_bus(api_keys={"k" * 24: ("svc", ("publisher",))})
     assert bus.authenticate({"token": create_token(SECRET, "bob", ["admin"])}).strategy == "jwt"
     assert bus.authenticate({"token": "k" * 24}).strategy == "api_key"
     assert idp.fetches == 0  # not a token from the identity provider: its keys are not asked
+    assert bus.authenticate({"token": rsa_key.token()}).strategy == "jwks"
 
 
 def test_an_identity_provider_token_is_decided_by_the_jwks_strategy_alone(jwks_bus, rsa_key):
@@ -193,6 +201,8 @@ def test_wrong_issuer_is_refused_and_the_identity_provider_is_not_asked(jwks_bus
     error = refusal(bus, rsa_key.token(iss="https://evil.example.com/"))
     assert error.code == "unauthorized"
     assert idp.fetches == 0
+    assert refusal(bus, rsa_key.token(iss=ISSUER + "/")).code == "unauthorized"  # exact match only
+    assert bus.authenticate({"token": rsa_key.token()}).user_id == "alice"
 
 
 def test_wrong_or_missing_audience_is_refused(jwks_bus, rsa_key):
@@ -233,6 +243,12 @@ def test_alg_none_is_refused(jwks_bus, rsa_key):
               "roles": ["admin"]}
     unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": rsa_key.kid})
     assert refusal(bus, unsigned).code == "unauthorized"
+    signed = jwt.encode(claims, rsa_key.private, algorithm="RS256", headers={"kid": rsa_key.kid})
+    assert bus.authenticate({"token": signed}).user_id == "mallory"  # the same claims, signed
+    header, _, signature = signed.split(".")
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none","kid":"rsa-1"}').rstrip(b"=").decode()
+    assert refusal(bus, signed.replace(header, none_header, 1)).code == "unauthorized"
+    assert refusal(bus, signed.removesuffix(signature)).code == "unauthorized"  # signature stripped
 
 
 def _hmac_token(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
@@ -254,6 +270,13 @@ def test_hs256_signed_with_the_public_key_is_refused(jwks_bus, idp, rsa_key, alg
     for secret in (rsa_key.public_pem, json.dumps(rsa_key.jwk).encode()):
         token = _hmac_token({"alg": alg, "typ": "JWT", "kid": rsa_key.kid}, claims, secret)
         assert refusal(bus, token).code == "unauthorized"
+    assert bus.authenticate({"token": rsa_key.token()}).user_id == "alice"
+
+
+def test_a_deeply_nested_token_header_is_refused_not_raised(jwks_bus):
+    bus, _ = jwks_bus()
+    header = base64.urlsafe_b64encode(b'{"alg":' + b"[" * 5000 + b"]" * 5000 + b"}").rstrip(b"=").decode()
+    assert bus.authenticate({"token": header + ".e30.c2ln"}) is None  # not a token: no RecursionError
 
 
 def test_a_token_without_kid_is_refused_with_a_clear_message(jwks_bus, rsa_key):
@@ -346,6 +369,25 @@ def test_a_jwks_that_does_not_answer_is_given_up_after_the_timeout(jwks_bus, idp
     started = time.monotonic()
     assert "unavailable" in str(refusal(bus, rsa_key.token()))
     assert time.monotonic() - started < 3
+
+
+def test_a_redirect_to_other_keys_is_not_followed(jwks_bus, idp, rsa_key):
+    attacker = KeyPair(rsa_key.kid, "RS256")
+    elsewhere = JwksServer([attacker])
+    try:
+        bus, _ = jwks_bus()
+        idp.mode, idp.redirect_to = "redirect", elsewhere.url
+        assert "unavailable" in str(refusal(bus, attacker.token(roles=["admin"])))
+        assert elsewhere.fetches == 0
+    finally:
+        elsewhere.stop()
+
+
+def test_a_pyjwt_that_follows_redirects_stops_start_up(bus_factory, idp, monkeypatch):
+    monkeypatch.setattr(jwt, "__version__", "2.13.0")
+    config = Config(secret_key=SECRET, jwks_url=idp.url, jwt_issuer=ISSUER, jwt_audience=[AUDIENCE])
+    with pytest.raises(ConfigError, match=r"EVENTBUS_JWKS_URL: needs PyJWT >= 2.14"):
+        bus_factory([AuthPlugin()], config)
 
 
 # -- claims: roles, role map, sessions ---------------------------------------------

@@ -338,3 +338,93 @@ test("the id window is bounded", async () => {
   assert.ok(client._rooms.get("monitoring").unmatched.size <= 3);
   assert.equal(client.stats.duplicates, 1);
 });
+
+/** Plays a server that answers client events one at a time in the order they arrived (as a
+ * real one does on one connection): `resume` puts the client in its rooms at the room's
+ * current seq, `chat_message` takes the next seq and goes to the room's members. */
+function fifoServer(socket, seqs = new Map()) {
+  const members = new Set();
+  return function serve() {
+    if (!socket.connected) return;
+    while (socket.emitted.length) {
+      const { event, data, resolve } = socket.emitted.shift();
+      if (event === "resume") {
+        const rooms = {};
+        for (const room of Object.keys(data.rooms)) {
+          members.add(room);
+          rooms[room] = { seq: seqs.get(room) ?? 0, presence: ["alice"] };
+        }
+        resolve({ ok: true, epoch: "E1", rooms });
+      } else if (event === "chat_message") {
+        const room = `session:${data.session_id}`;
+        const seq = (seqs.get(room) ?? 0) + 1;
+        seqs.set(room, seq);
+        const envelope = { ...env(seq, "chat_message", room), data: { message: data.message }, user_id: "alice" };
+        resolve({ ok: true, id: envelope.id, seq, room });
+        if (members.has(room)) socket.serverEmit("chat_message", envelope);
+      } else {
+        resolve({ ok: false, error: { code: "unknown_event", message: event } });
+      }
+    }
+  };
+}
+
+test("a message sent right after creating the client reaches the sender's own handlers", async () => {
+  const socket = new FakeSocket();
+  const client = new EventBusClient({ url: "http://server", token: "tok", namespace: "/chat", rooms: ["session:s"],
+                                      io: () => socket });
+  const mine = [];
+  client.on("chat_message", (e) => mine.push([e.seq, e.data.message]));
+  const sent = client.send("chat_message", { session_id: "s", message: "hi" });
+  assert.deepEqual(socket.emitted.map((e) => e.event), [], "nothing is sent before the connection is up");
+  const serve = fifoServer(socket, new Map([["session:s", 4]]));
+  socket.fire("connect");
+  assert.deepEqual(socket.emitted.map((e) => e.event), ["resume"], "the message waits for the room's join point");
+  let ack;
+  sent.then((a) => { ack = a; });
+  await until(() => { serve(); return ack && mine.length === 1; });
+  assert.equal(ack.seq, 5);
+  assert.deepEqual(mine, [[5, "hi"]]);
+  assert.deepEqual(client.positions(), { "session:s": { seq: 5, epoch: "E1" } });
+});
+
+test("sends keep their order behind a join; a state listener's send follows the resume", async () => {
+  const socket = new FakeSocket();
+  const client = new EventBusClient({ url: "http://server", token: "tok", namespace: "/chat", rooms: ["session:a"],
+                                      io: () => socket });
+  const mine = [];
+  client.on("chat_message", (e) => mine.push(e.data.message));
+  client.onStateChange((state) => { if (state === "connected") client.send("chat_message", { session_id: "a", message: "1" }); });
+  const serve = fifoServer(socket);
+  socket.fire("connect");
+  assert.equal(socket.emitted[0].event, "resume");
+  await until(() => { serve(); return mine.length === 1; });
+  // Joined and idle: a send goes out at once. join() then send(): the send waits for the join.
+  client.send("chat_message", { session_id: "a", message: "2" });
+  assert.equal(socket.lastEmit("chat_message").data.message, "2");
+  const joined = client.join("session:b");
+  const last = client.send("chat_message", { session_id: "b", message: "3" });
+  assert.deepEqual(socket.emitted.map((e) => e.event), ["chat_message", "resume"]);
+  await until(() => { serve(); return mine.length === 3; });
+  assert.equal((await joined).room, "session:b");
+  assert.equal((await last).room, "session:b");
+  assert.deepEqual(mine, ["1", "2", "3"]);
+});
+
+test("a send that cannot go out rejects: disconnected on close or refusal, timeout when never connected", async () => {
+  const { socket, client } = makeClient({ ackTimeout: 30 });
+  const never = client.send("chat_message", { session_id: "s", message: "x" });
+  await assert.rejects(never, (err) => err.code === "timeout");
+  const closed = client.send("chat_message", { session_id: "s", message: "y" });
+  client.close();
+  await assert.rejects(closed, (err) => err.code === "disconnected");
+  await assert.rejects(client.send("chat_message", {}), (err) => err.code === "disconnected");
+  client.connect();
+  const refused = client.send("chat_message", { session_id: "s", message: "z" });
+  socket.active = false;
+  const refusal = new Error("token expired");
+  refusal.data = { code: "token_expired", message: "token expired" };
+  socket.fire("connect_error", refusal);
+  await assert.rejects(refused, (err) => err.code === "disconnected" && err.detail.code === "token_expired");
+  assert.deepEqual(socket.emitted, []);
+});
