@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +48,33 @@ class EventBusClientError(Exception):
         self.code = code
         self.message = message or code
         self.detail = detail
+
+
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^\"')\]]+)")
+_QUERY = re.compile(r"\?[^\s\"')]*")
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """Why a connection attempt failed, in a few words: the innermost operating-system
+    reason under the client library's errors (``Connection refused``, ``timed out``; the
+    polling transport passes it on only as text), else the first line of the error
+    without any URL query."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if isinstance(current, TimeoutError):
+            return "timed out"
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    found = _ERRNO_TEXT.search(text)
+    if found:
+        return found.group(1).strip()
+    if "timed out" in text:
+        return "timed out"
+    return _QUERY.sub("", (text.splitlines() or [type(exc).__name__])[0])[:200]
 
 
 def _missing(extra_of: str, exc: ImportError) -> ImportError:
@@ -332,10 +360,14 @@ class EventBusClient:
             sio.connect(self.url, namespaces=[self.namespace], auth=self._auth, transports=self.transports,
                         wait_timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - socketio/engineio raise several kinds
-            if self._refusal is not None:
-                raise self._refusal from None
-            raise EventBusClientError("connection_failed", f"cannot connect to {self.url}{self.namespace}: {exc}",
+            if self._refusal is not None and self._refusal.code != "connection_failed":
+                raise self._refusal from None  # the server's refusal, with its code
+            raise EventBusClientError("connection_failed", self._cannot_connect(_failure_reason(exc)),
                                       exc) from None
+
+    def _cannot_connect(self, reason: Any) -> str:
+        """``cannot connect to URL/NAMESPACE: REASON``, the URL without user info or query."""
+        return f"cannot connect to {redact_url(self.url).rstrip('/')}{self.namespace}: {reason}"
 
     def _set_state(self, state: str) -> None:
         with self._lock:
@@ -365,8 +397,8 @@ class EventBusClient:
             data = data["data"]  # python-socketio passes {message, data: {code, message}}
         if isinstance(data, Mapping) and data.get("code"):
             self._refusal = EventBusClientError(str(data["code"]), str(data.get("message", "")), dict(data))
-        else:
-            self._refusal = EventBusClientError("connection_failed", str(data), data)
+        else:  # the client library's own failure ("Connection error"): no server answered
+            self._refusal = EventBusClientError("connection_failed", self._cannot_connect(data), data)
         self._error(self._refusal)
         with self._lock:
             for stream in self._rooms.values():

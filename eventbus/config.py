@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+import platformdirs
+
 from .events import DEFAULT_MAX_EVENT_BYTES, EventBusError
 
 ASYNC_MODES = ("threading", "gevent", "eventlet")
@@ -28,6 +30,15 @@ _FALSE = {"0", "false", "no", "off"}
 
 class ConfigError(EventBusError):
     code = "config_error"
+
+
+def default_data_dir() -> str:
+    """The data dir when ``EVENTBUS_DATA_DIR`` is unset: one per user, in the platform's
+    user-data folder (``$XDG_DATA_HOME/eventbus``, by default ``~/.local/share/eventbus``, on
+    Linux; ``~/Library/Application Support/eventbus`` on macOS; ``%LOCALAPPDATA%\\eventbus``
+    on Windows), so every process of the user, started from any folder, finds the same
+    generated secret key and webhook outbox."""
+    return platformdirs.user_data_dir("eventbus", appauthor=False)
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -253,7 +264,7 @@ class Config:
     log_sink_backups: int = 5
     log_sink_flush: str = "batch"
     webhooks: list[dict[str, Any]] = field(default_factory=list)
-    data_dir: str = ".eventbus"
+    data_dir: str = field(default_factory=default_data_dir)  # EVENTBUS_DATA_DIR; one per user
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     queue_size: int = 10000
     overflow: str = "drop_oldest"
@@ -286,6 +297,8 @@ class Config:
     jwt_leeway: float = 10.0  # seconds of clock skew allowed for exp, nbf, iat
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Attributes :meth:`from_env` took from the environment or the file (the rest are defaults).
+    configured: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The ``[plugins.<name>]`` table of ``eventbus.toml`` (empty when absent)."""
@@ -366,6 +379,7 @@ class Config:
             raw = lookup(*names)
             if raw is not None:
                 setattr(cfg, attr, parse(names[0], raw))
+                cfg.configured.add(attr)
 
         ident = lambda n, v: str(v)  # noqa: E731
         setv("secret_key", ("EVENTBUS_SECRET_KEY",), _parse_secret)
@@ -389,7 +403,7 @@ class Config:
         setv("log_sink_backups", ("EVENTBUS_LOG_SINK_BACKUPS",), lambda n, v: _parse_int(n, v, 0, 1000))
         setv("log_sink_flush", ("EVENTBUS_LOG_SINK_FLUSH",),
              lambda n, v: _parse_choice(n, v, FLUSH_POLICIES))
-        setv("data_dir", ("EVENTBUS_DATA_DIR",), ident)
+        setv("data_dir", ("EVENTBUS_DATA_DIR",), lambda n, v: os.path.expanduser(str(v)))
         setv("max_event_bytes", ("EVENTBUS_MAX_EVENT_BYTES",), lambda n, v: _parse_int(n, v, 256))
         setv("queue_size", ("EVENTBUS_QUEUE_SIZE",), lambda n, v: _parse_int(n, v, 1))
         setv("overflow", ("EVENTBUS_QUEUE_OVERFLOW",), lambda n, v: _parse_choice(n, v, OVERFLOW_POLICIES))

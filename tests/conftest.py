@@ -13,6 +13,17 @@ from eventbus.testing import RecordingTransport, bus, make_bus, recorder  # noqa
 ENV_PREFIXES = ("EVENTBUS_", "WEBSOCKET_")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_user_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The per-user default data dir (``$XDG_DATA_HOME/eventbus`` on Linux) lies in a
+    temporary folder for the whole run, so no test, and no command a test starts without
+    ``EVENTBUS_DATA_DIR``, reads or writes the real user's secret key or outbox."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("user-data")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, str]:
     """No EVENTBUS_*/WEBSOCKET_* variables and a fresh working directory (so no stray

@@ -177,7 +177,9 @@ export declare class EventBusClient {
   on(type: "*", handler: (type: string, envelope: Envelope) => void): () => void;
   on(type: "resync_required", handler: (payload: ResyncRequired) => void): () => void;
   on<K extends EventType>(type: K, handler: (envelope: EnvelopeOf<K>) => void): () => void;
-  on<D = Record<string, unknown>>(type: string, handler: (envelope: Envelope<D>) => void): () => void;
+  /** Any other type (the known ones above keep their data types). */
+  on<D = Record<string, unknown>, T extends string = string>(
+    type: T & Exclude<T, EventType | "*" | "resync_required">, handler: (envelope: Envelope<D, T>) => void): () => void;
   off(type: string, handler: (...args: never[]) => void): void;
   /** Returns an unsubscribe function (fits useSyncExternalStore). */
   onStateChange(listener: (state: ConnectionState, previous: ConnectionState) => void): () => void;
@@ -188,7 +190,9 @@ export declare class EventBusClient {
   /** Sent once connected and joined; resolves with the ack, rejects with an EventBusError. */
   send(event: "chat_message", data: { session_id: string; message: string; metadata?: Record<string, unknown> }): Promise<ChatMessageAck>;
   send(event: "typing_indicator", data: { session_id: string; typing: boolean }): Promise<Ack>;
-  send<A extends Ack = Ack>(event: string, data?: unknown): Promise<A>;
+  /** Any other client event (`join_room`, `leave_room`, `resume`, or a plugin's). */
+  send<A extends Ack = Ack, E extends string = string>(
+    event: E & Exclude<E, "chat_message" | "typing_indicator">, data?: unknown): Promise<A>;
   positions(): Record<string, Position>;
   close(): void;
 }

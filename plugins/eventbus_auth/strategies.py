@@ -37,6 +37,10 @@ log = logging.getLogger("eventbus.auth")
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 10
 DEFAULT_TTL = 24 * 3600
+#: The refusal of an HS256 token whose signature does not match: almost always a token made
+#: with another secret key (another data dir, or another EVENTBUS_SECRET_KEY).
+SIGNED_WITH_ANOTHER_KEY = ("invalid token: signed with another key: is EVENTBUS_SECRET_KEY / "
+                           "EVENTBUS_DATA_DIR the same where the token was made as on the server?")
 
 Validator = Callable[[str], Any]
 
@@ -195,6 +199,8 @@ class AuthPlugin:
             raise AuthError("token expired", code="token_expired") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"token has no {exc.claim!r} claim", code="unauthorized") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(SIGNED_WITH_ANOTHER_KEY, code="unauthorized") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}", code="unauthorized") from None
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import importlib.util
 import json
 import os
+import socket
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from eventbus.config import ASYNC_MODES, Config
+from eventbus.redact import redact_url
 
 #: Set in a re-executed server process once gevent/eventlet has patched the standard library.
 PATCHED_ENV = "EVENTBUS_PATCHED_MODE"
@@ -43,27 +48,141 @@ def _local_token(config: Config, user: str, roles: list[str], ttl: int) -> str |
     return create_token(config.ensure_secret_key(), user, roles, ttl)
 
 
+def serve_mode(config: Config, requested: str | None = None) -> str:
+    """The async mode of ``eventbus serve``: ``--async-mode``, else ``WEBSOCKET_ASYNC_MODE``
+    (or ``async_mode`` in ``eventbus.toml``), else gevent when it is installed, else
+    threading. (An app that embeds :class:`SocketManager` keeps ``config.async_mode``, which
+    defaults to threading.)"""
+    if requested:
+        return requested
+    if "async_mode" in config.configured:
+        return config.async_mode
+    return "gevent" if importlib.util.find_spec("gevent") is not None else "threading"
+
+
 def _ensure_patched(mode: str) -> None:
     """gevent and eventlet must patch the standard library before anything else is
-    imported, so the server re-executes itself with the patch applied first."""
+    imported, so the server re-executes itself with the patch applied first. This process
+    only checks that the library is installed, without importing it (importing eventlet
+    prints its deprecation warning, which the re-executed process prints again)."""
     if mode == "threading" or os.environ.get(PATCHED_ENV) == mode:
         return
-    try:
-        __import__(mode)
-    except ImportError:
+    if importlib.util.find_spec(mode) is None:
         raise click.ClickException(
-            f"--async-mode {mode} needs {mode}: pip install 'eventbus[{mode}]'") from None
+            f"--async-mode {mode} needs {mode}: pip install 'eventbus[{mode}]'")
     env = dict(os.environ, **{PATCHED_ENV: mode, "WEBSOCKET_ASYNC_MODE": mode})
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-c", _BOOT, mode, *sys.argv[1:]], env)
 
 
+#: Connections the kernel queues before the server accepts them.
+LISTEN_BACKLOG = 1024
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``SO_REUSEADDR``, never ``SO_REUSEPORT``, so
+    a second server on a port in use is refused rather than sharing it). Raises
+    :class:`click.ClickException` with one line when the port is taken or the address
+    cannot be used. Call it after the gevent/eventlet patch, so the socket is green."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"port {port} is in use: another program listens on {host}:{port}; "
+                "pass --port or stop the other server") from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                   "(--host/EVENTBUS_HOST, --port/EVENTBUS_PORT)") from None
+
+
+def _werkzeug_handler() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class RequestHandler(WSGIRequestHandler):
+        """Werkzeug's request handler, except that a connection the application took over
+        ends with it. A WebSocket ends by raising :class:`ConnectionError` (simple-websocket's
+        signal to Werkzeug); Werkzeug would then read the connection again as the next
+        HTTP request, and whatever the client sent after the WebSocket session (its close
+        frame, the rest of a refused message) would be logged as a ``400 Bad request``."""
+
+        def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+            self.close_connection = True
+            super().connection_dropped(error, environ)
+
+    return RequestHandler
+
+
+def _gevent_handler() -> type:
+    from gevent import pywsgi
+
+    class WSGIHandler(pywsgi.WSGIHandler):
+        """gevent's request handler, except that a connection upgraded to a WebSocket ends
+        with it, for the same reason as in :func:`_werkzeug_handler`: gevent would read the
+        client's last WebSocket bytes as a next request, log ``Invalid HTTP method`` and
+        print a traceback when its error response meets the closed connection."""
+
+        def handle_one_response(self) -> None:
+            try:
+                super().handle_one_response()
+            finally:
+                if self._connection_upgrade_requested():
+                    self.close_connection = True
+
+    return WSGIHandler
+
+
+def _run(app: Any, manager: Any, listener: socket.socket, mode: str, debug: bool) -> None:
+    """Serve ``app`` on ``listener`` with ``mode``'s WSGI server until stopped."""
+    if mode == "gevent":
+        # gevent's plain WSGI server, never gevent-websocket's handler (even when that is
+        # installed): WebSocket frames are read by the bounded reader of engine.py.
+        from gevent import pywsgi
+
+        server = pywsgi.WSGIServer(listener, app, handler_class=_gevent_handler(),
+                                   log="default" if debug else None)
+        if manager.socketio is not None:
+            manager.socketio.wsgi_server = server  # what SocketIO.stop() stops
+        server.serve_forever()
+    elif mode == "eventlet":
+        import eventlet.wsgi
+
+        # max_size: concurrent connections (eventlet.wsgi's own default is 1024).
+        eventlet.wsgi.server(listener, app, log_output=debug, max_size=100_000)
+    else:
+        # Werkzeug's threaded server, made directly: Flask's and Flask-SocketIO's run() add
+        # start-up banners and a development-server warning to every start.
+        from werkzeug.serving import make_server
+
+        server = make_server(listener.getsockname()[0], listener.getsockname()[1], app, threaded=True,
+                             request_handler=_werkzeug_handler(), fd=listener.fileno())
+        listener.close()  # the server works on its own duplicate of the descriptor
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+
+
+def _former_data_dir_note(config: Config) -> str | None:
+    """A warning when ``./.eventbus`` (the data dir of earlier versions) exists but the
+    per-user default is used, so its secret key and webhook outbox are not silently ignored."""
+    former = Path(".eventbus")
+    if "data_dir" in config.configured or not former.is_dir():
+        return None
+    if former.resolve() == Path(config.data_dir).resolve():
+        return None
+    return (f"./.eventbus holds a data dir of an earlier version (secret key, webhook outbox) that "
+            f"this server does not use: it uses {config.data_dir}. Set EVENTBUS_DATA_DIR=./.eventbus "
+            "to keep using it, or move its files there")
+
+
 @click.command("serve")
 @click.option("--host", default=None, help="Interface to bind (EVENTBUS_HOST, default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port for HTTP and Socket.IO (EVENTBUS_PORT, default 5050).")
+@click.option("--port", type=int, default=None,
+              help="Port for HTTP and Socket.IO (EVENTBUS_PORT, default 5050; 0: any free port).")
 @click.option("--async-mode", type=click.Choice(ASYNC_MODES), default=None,
-              help="threading (default), gevent or eventlet (WEBSOCKET_ASYNC_MODE).")
+              help="gevent (the default when installed), threading or eventlet (WEBSOCKET_ASYNC_MODE).")
 @click.option("--demo", is_flag=True, help="Run simulated agents in-process so the live page fills.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level of the server.")
@@ -72,7 +191,7 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
     import logging
 
     config: Config = _state().config
-    mode = async_mode or config.async_mode
+    mode = serve_mode(config, async_mode)
     _ensure_patched(mode)
     config.async_mode = mode
     config.host = host or config.host
@@ -80,10 +199,19 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    listener = listen(config.host, config.port)  # before anything is started or printed
+    try:
+        config.port = listener.getsockname()[1]  # the port chosen for --port 0
+        note = _former_data_dir_note(config)
+        if note:
+            logging.getLogger("eventbus.config").warning(note)
 
-    from .app import create_app
+        from .app import create_app
 
-    app = create_app(config)
+        app = create_app(config)
+    except BaseException:
+        listener.close()
+        raise
     manager = app.extensions["eventbus"]
     url = f"http://{config.host if config.host not in ('0.0.0.0', '::') else '127.0.0.1'}:{config.port}"
     token = _local_token(config, "admin", ["admin", "publisher"], 24 * 3600)
@@ -92,31 +220,35 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
         click.echo(f"  admin token (24 h): {token}")
         click.echo(f"  live page:          {url}/#token={token}")
     click.echo(f"  status:             {url}/api/websocket/status")
+    click.echo(f"  data dir:           {config.data_dir}")
     sys.stdout.flush()
     if demo:
         from .demo import start_demo
 
         start_demo(manager)
     try:
-        if manager.socketio is None:
-            from werkzeug.serving import run_simple
-
-            run_simple(config.host, config.port, app, threaded=True)
-        elif mode == "gevent":
-            # gevent's plain WSGI server, never gevent-websocket's handler (even when that is
-            # installed): WebSocket frames are read by the bounded reader of engine.py.
-            from gevent import pywsgi
-
-            server = pywsgi.WSGIServer((config.host, config.port), app,
-                                       log="default" if log_level == "debug" else None)
-            manager.socketio.wsgi_server = server  # what SocketIO.stop() stops
-            server.serve_forever()
-        else:
-            extra = {"max_size": 100_000} if mode == "eventlet" else {}  # eventlet.wsgi caps at 1024
-            manager.socketio.run(app, host=config.host, port=config.port, allow_unsafe_werkzeug=True,
-                                 log_output=log_level == "debug", **extra)
+        _run(app, manager, listener, mode, debug=log_level == "debug")
     finally:
+        listener.close()
         manager.bus.close()
+
+
+def no_server(base: str) -> str:
+    """The one-line error of a command that found no server at ``base``."""
+    return f"no eventbus server at {redact_url(base)}: is `eventbus serve` running? (EVENTBUS_URL/--url)"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost operating-system reason under a client library's error (``Connection
+    refused``), else the error's first line."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        current = current.__cause__ or current.__context__
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
@@ -135,7 +267,8 @@ def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
 @click.option("--room", default=None, help="Room (default: from the routing table).")
 @click.option("--session-id", default=None, help="Chat session (room session:<id>).")
 @click.option("--user-id", default=None)
-@click.option("--url", default=None, help="Server URL (default http://127.0.0.1:EVENTBUS_PORT).")
+@click.option("--url", default=None, envvar="EVENTBUS_URL",
+              help="Server URL (EVENTBUS_URL, default http://127.0.0.1:EVENTBUS_PORT).")
 @click.option("--token", default=None,
               help="Bearer token (EVENTBUS_TOKEN; default: a local token with roles publisher and agent).")
 def emit_command(event_type: str, data: str, room: str | None, session_id: str | None,
@@ -153,15 +286,22 @@ def emit_command(event_type: str, data: str, room: str | None, session_id: str |
     body = {"type": event_type, "data": payload}
     body.update({k: v for k, v in (("room", room), ("session_id", session_id), ("user_id", user_id)) if v})
     base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
+    headers = {"Authorization": f"Bearer {_default_token(config, token, ['publisher', 'agent'])}"}
     try:
-        response = requests.post(f"{base}/api/events", json=body, timeout=10,
-                                 headers={"Authorization": f"Bearer {_default_token(config, token, ['publisher', 'agent'])}"})
+        response = requests.post(f"{base}/api/events", json=body, timeout=10, headers=headers)
+    except requests.exceptions.SSLError as exc:
+        raise click.ClickException(f"TLS with {redact_url(base)} failed: {_reason(exc)}") from None
+    except requests.Timeout:
+        raise click.ClickException(f"{redact_url(base)} did not answer within 10 s") from None
+    except requests.ConnectionError:
+        raise click.ClickException(no_server(base)) from None
     except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+        raise click.ClickException(f"cannot reach {redact_url(base)}: {_reason(exc)}") from None
     try:
         answer = response.json()
     except ValueError:
-        raise click.ClickException(f"{base} answered {response.status_code} without JSON") from None
+        raise click.ClickException(f"{redact_url(base)} answered {response.status_code} without JSON: "
+                                   "is it an eventbus server? (EVENTBUS_URL/--url)") from None
     if response.status_code != 202:
         error = answer.get("error", {})
         raise click.ClickException(f"{response.status_code} {error.get('code')}: {error.get('message')}")
@@ -189,7 +329,8 @@ def format_event(envelope: dict[str, Any], category: str | None = None, colour: 
 
 
 @click.command("tail")
-@click.option("--url", default=None, help="Server URL (default http://127.0.0.1:EVENTBUS_PORT).")
+@click.option("--url", default=None, envvar="EVENTBUS_URL",
+              help="Server URL (EVENTBUS_URL, default http://127.0.0.1:EVENTBUS_PORT).")
 @click.option("--namespace", default="/monitoring", show_default=True, help="Namespace to connect to.")
 @click.option("--room", "rooms", multiple=True, help="Room to join (repeatable).")
 @click.option("--type", "types", multiple=True, help="Only these event types; globs allowed (repeatable).")
@@ -222,16 +363,24 @@ def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types:
         if count is not None and seen >= count:
             done.set()
 
+    def on_error(error: BaseException) -> None:
+        if connected.is_set():  # before, connect() raises it and it is reported once, below
+            click.echo(f"# error: {error}", err=True)
+
+    connected = threading.Event()
     client = EventBusClient(base, namespace, token=_default_token(config, token, ["admin"]), rooms=rooms,
                             on_resync=lambda info: click.echo(f"# resync: {json.dumps(info)}", err=True),
-                            on_error=lambda error: click.echo(f"# error: {error}", err=True))
+                            on_error=on_error)
     client.on("*", on_any)
     try:
         client.connect(timeout=10)
+        connected.set()
     except EventBusClientError as exc:
         client.close()
-        raise click.ClickException(f"cannot connect to {base}{namespace}: {exc}") from None
-    click.echo(f"# connected to {base}{namespace}", err=True)
+        if exc.code == "connection_failed":
+            raise click.ClickException(no_server(base)) from None
+        raise click.ClickException(f"cannot connect to {redact_url(base)}{namespace}: {exc}") from None
+    click.echo(f"# connected to {redact_url(base)}{namespace}", err=True)
     try:
         while not done.wait(0.2):
             pass

@@ -98,7 +98,8 @@ class Outbox:
     """Thread-safe access to the outbox file.
 
     Two connections: ``ingest`` (new events) commits with ``synchronous=FULL`` so an accepted
-    event survives even a power cut; ``work`` (attempt results, housekeeping, status) uses
+    event survives even a power cut (and completes ``intake`` rows); ``work`` (attempt
+    results, housekeeping, status) uses
     ``NORMAL``, where losing the last commits at worst repeats a delivery, which receivers
     drop by ``webhook-id``. Each connection has its own lock, so status reads and attempt
     bookkeeping never wait for each other's Python-side work. Writes of both connections
@@ -228,17 +229,19 @@ class Outbox:
             raise OutboxError(ticket.error)
 
     def _commit_group(self, batch: list[_Ticket]) -> None:
-        error: str | None = None
+        error: str | None = "the commit was interrupted"
         try:
             self.enqueue([row for t in batch for row in t.rows], status=INTAKE)
+            error = None
         except Exception as exc:  # noqa: BLE001 - every waiter gets the reason
             error = f"{type(exc).__name__}: {exc}"
-        with self._group:
-            self.group_commits += 1
-            self._group_committing = False
-            for t in batch:
-                t.done, t.error = True, error
-            self._group.notify_all()
+        finally:  # even when interrupted, so the next caller can commit
+            with self._group:
+                self.group_commits += 1
+                self._group_committing = False
+                for t in batch:
+                    t.done, t.error = True, error
+                self._group.notify_all()
 
     def promote(self, rows: list[tuple[str, str, str, float]], now: float | None = None) -> int:
         """Make ``intake`` rows due: ``(endpoint, event_id, body, next_attempt_at)`` gives

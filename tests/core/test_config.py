@@ -233,3 +233,44 @@ def test_private_dir_keeps_the_owner_bits_of_an_existing_dir(tmp_path):
     os.chmod(target, 0o700)
     private_dir(str(target))
     assert _mode(target) == 0o700
+
+
+def test_the_default_data_dir_is_one_per_user_whatever_the_folder(isolated_env, monkeypatch, tmp_path):
+    """Without EVENTBUS_DATA_DIR, every process of the user, started from any folder, uses
+    the platform's user-data folder, so they share one generated key."""
+    import sys
+    from pathlib import Path
+
+    import platformdirs
+
+    env = {k: v for k, v in isolated_env.items() if k != "EVENTBUS_DATA_DIR"}
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / "data"))
+    expected = platformdirs.user_data_dir("eventbus", appauthor=False)
+    if sys.platform.startswith("linux"):
+        assert expected == str(tmp_path / "home" / "data" / "eventbus")
+    assert Config().data_dir == expected
+    keys = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        config = Config.from_env(env)
+        assert config.data_dir == expected and "data_dir" not in config.configured
+        keys.append(config.ensure_secret_key())
+        assert not (tmp_path / folder / ".eventbus").exists()
+    assert keys[0] == keys[1]
+    assert _mode(Path(expected)) == 0o700 and _mode(Path(expected) / "secret_key") == 0o600
+
+
+def test_eventbus_data_dir_overrides_the_default(isolated_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = Config.from_env({"EVENTBUS_DATA_DIR": "~/eventbus-data"})
+    assert config.data_dir == str(tmp_path / "eventbus-data") and "data_dir" in config.configured
+    assert Config.from_env({"EVENTBUS_DATA_DIR": "./.eventbus"}).data_dir == "./.eventbus"
+    assert Config.from_env({"EVENTBUS_DATA_DIR": ""}).data_dir == Config().data_dir  # empty: the default
+
+
+def test_configured_names_the_settings_that_were_given(isolated_env, tmp_path):
+    (tmp_path / "eventbus.toml").write_text("async_mode = \"eventlet\"\n")
+    config = Config.from_env({"EVENTBUS_PORT": "6000"})
+    assert {"port", "async_mode"} <= config.configured and "host" not in config.configured

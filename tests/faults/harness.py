@@ -282,7 +282,12 @@ class StreamRecorder:
                     self.last = raw["seq"] - 1
                 self._event(raw, fetched=True)
             target = body["latest_seq"] if upto is None else min(upto, body["latest_seq"])
-            if not body["events"] or (self.last or 0) >= target:
+            if (self.last or 0) >= target:
+                return
+            if not body["events"]:
+                if upto is None:  # the end of the range is gone from history
+                    self.reported_lost += [(self.epoch, seq) for seq in range((self.last or 0) + 1, target + 1)]
+                    self.last = target
                 return
             after = self.last or 0
 

@@ -15,6 +15,7 @@ import pytest
 import eventbus_webhook
 from eventbus import Config, ConfigError, Event, EventBus
 from eventbus.events import EventBusError
+from eventbus.hookspecs import hookimpl
 from eventbus.testing import RecordingTransport, wait_until
 from eventbus_webhook import transport as transport_module
 from eventbus_webhook.outbox import Outbox
@@ -210,3 +211,34 @@ def test_durable_accept_setting(isolated_env, secret):
     config.plugins = {"webhook": {"durable_accept": "sometimes"}}
     with pytest.raises(ConfigError, match=r"\[plugins.webhook\]: 'durable_accept'"):
         load_settings(config)
+
+
+class Redactor:
+    """A plain implementation that rewrites events in place."""
+
+    @hookimpl
+    def eventbus_event(self, event: Event) -> None:
+        event.data = {**event.data, "secret": "[redacted]"}
+
+
+class DropAlerts:
+    """A wrapper that drops ``alert_created`` after the other implementations ran."""
+
+    @hookimpl(wrapper=True, tryfirst=True)
+    def eventbus_event(self, event: Event) -> Any:
+        results = yield
+        return [False] if event.type == "alert_created" else results
+
+
+def test_it_stores_what_other_plugins_made_of_the_event(bus_factory, webhook_config, receiver_factory,
+                                                          secret, endpoint):
+    receiver = receiver_factory(secret)
+    bus = bus_factory([Redactor(), DropAlerts(), eventbus_webhook],
+                      webhook_config(endpoint("crm", receiver.url, secret)), connect_signals=False)
+    assert bus.emit("alert_created", {"message": "m"}, origin="http") is None  # dropped
+    kept = bus.emit("agent_started", {"agent_name": "a", "secret": "pw"}, origin="http")
+    (request,) = receiver.wait_for_ids([kept.id])
+    assert decode(request)["data"] == {"agent_name": "a", "secret": "[redacted]"}
+    wait_until(lambda: bus.transport("webhook").health()["delivered"] == 1, message="delivered")
+    assert stored_rows(bus) == []  # the delivered row is gone, and the dropped one never came
+    assert bus.transport("webhook").health()["accepted"] == 1
