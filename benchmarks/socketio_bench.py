@@ -125,7 +125,11 @@ class Generator:
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                stderr=subprocess.DEVNULL, text=True, bufsize=1))
         self.clients = clients
-        ready = [self._read(p, ready_timeout) for p in self.procs]
+        try:
+            ready = [self._read(p, ready_timeout) for p in self.procs]
+        except BaseException:
+            self.close()
+            raise
         self.connected = sum(r["connected"] for r in ready)
         self.failed = sum(r["failed"] for r in ready)
         self.connect_s = max(r["connect_s"] for r in ready)
@@ -165,6 +169,11 @@ class Generator:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:  # BrokenPipeError flushing to a client that is gone
+                    pass
 
     def __enter__(self) -> "Generator":
         return self

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 PUBLISH_FIELDS = {"type", "data", "room", "session_id", "user_id"}
 _STATUS = {"unauthorized": 401, "token_expired": 401, "forbidden": 403, "payload_too_large": 413,
-           "not_found": 404}
+           "not_found": 404, "unavailable": 503}
 
 
 #: Largest body of ``POST /api/connections/disconnect``: a sid or a user id and a mode.

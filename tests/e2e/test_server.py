@@ -202,7 +202,8 @@ def test_tail_prints_events(server: ServerProcess) -> None:
                              "--type", "tool_*", "--json"], env=server.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
-    threading.Thread(target=lambda: stderr.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    reader = threading.Thread(target=lambda: stderr.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     try:
         wait_until(lambda: any("# connected" in line for line in stderr), 15, message="tail connected")
         server.publish("agent_started", {"agent_name": "skip-me"})
@@ -212,6 +213,10 @@ def test_tail_prints_events(server: ServerProcess) -> None:
         proc.wait(20)
     finally:
         proc.kill()
+        proc.wait(10)
+        reader.join(10)  # reads to the end of stderr, so it can be closed
+        proc.stdout.close()
+        proc.stderr.close()
     lines = [json.loads(line) for line in out.splitlines()]
     assert [e["id"] for e in lines] == [first["id"], second["id"]]
 
