@@ -247,6 +247,19 @@ def test_chat_round_trip_and_presence(server: ServerProcess, node: Callable[...,
     assert left["seq"] > reply["seq"]
 
 
+def test_helper_message_sent_at_creation_reaches_its_own_handlers(server: ServerProcess,
+                                                                  node: Callable[..., NodeScript]) -> None:
+    """The helper sends only after the room's join point, so its own message comes back."""
+    send = json.dumps({"event": "chat_message", "data": {"session_id": "early", "message": "first words"}})
+    client = node("helper_client.mjs", server.url, server.token("early-bird", ()), "/chat", "session:early",
+                  f"--send={send}")
+    ack = client.wait_kind("ack", id="start")
+    assert ack.get("ack", {}).get("ok") is True, ack
+    mine = client.wait_for(lambda r: r.get("kind") == "deliver" and r["type"] == "chat_message", what="own message")
+    assert mine["envelope"]["id"] == ack["ack"]["id"] and mine["envelope"]["seq"] == ack["ack"]["seq"]
+    assert mine["envelope"]["data"]["message"] == "first words"
+
+
 @pytest.mark.parametrize("mode", ["kick", "drop"])  # a server-side disconnect; a killed transport
 def test_helper_reconnects_and_ends_contiguous(server: ServerProcess, node: Callable[..., NodeScript],
                                                mode: str) -> None:

@@ -1,15 +1,17 @@
 // clients/js/eventbus-client.js against a real server:
-//   node --preserve-symlinks helper_client.mjs <url> <token> <namespace> [room ...] [--options=JSON]
+//   node --preserve-symlinks helper_client.mjs <url> <token> <namespace> [room ...] [--options=JSON] [--send=JSON]
 // Prints state changes, every delivered event (with the epoch its room then counts in),
 // resyncs and errors as JSON lines. --options are more client options (e.g. socketOptions).
+// --send={"event", "data"} sends that event right after creating the client (ack id "start").
 // stdin commands: {"cmd": "join"|"leave", "id", "room"}, {"cmd": "send", "id", "event", "data"},
 //                 {"cmd": "positions", "id"}, {"cmd": "close"}.
 import { createEventBusClient } from "eventbus-client";
 import { commands, out } from "./lines.mjs";
 
 const args = process.argv.slice(2);
-const extra = args.filter((a) => a.startsWith("--options=")).map((a) => JSON.parse(a.slice("--options=".length)));
-const [url, token, namespace = "/monitoring", ...rooms] = args.filter((a) => !a.startsWith("--options="));
+const flag = (name) => args.filter((a) => a.startsWith(`--${name}=`)).map((a) => JSON.parse(a.slice(name.length + 3)));
+const extra = flag("options");
+const [url, token, namespace = "/monitoring", ...rooms] = args.filter((a) => !a.startsWith("--"));
 
 const fetches = [];
 const client = createEventBusClient({
@@ -39,6 +41,8 @@ async function reply(id, promise) {
     out({ kind: "ack", id, error: { code: err.code, message: err.message } });
   }
 }
+
+for (const { event, data } of flag("send")) reply("start", client.send(event, data));
 
 commands(async (command) => {
   switch (command.cmd) {
