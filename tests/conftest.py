@@ -24,6 +24,35 @@ def _temporary_user_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     patch.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engineio_client_closes_a_websocket_the_server_closed() -> Iterator[None]:
+    """python-engineio's client (4.x) ends its WebSocket read loop when the server closes
+    the connection first (a kick, a refused frame, a dropped or killed server) without
+    closing its websocket-client socket, which is then left to the garbage collector and
+    reported as a ResourceWarning in whatever test runs next. Close the socket the loop read
+    from when the loop ends (its own ``disconnect()`` does it for a client-side close), so
+    ResourceWarnings stay errors for everything else."""
+    try:
+        import engineio
+    except ImportError:
+        yield
+        return
+    original = engineio.Client._read_loop_websocket
+
+    def read_loop_websocket(self: Any) -> None:
+        ws = self.ws  # this loop's socket; a reconnect may set another one meanwhile
+        try:
+            original(self)
+        finally:
+            if ws is not None:
+                ws.shutdown()  # closes the socket (close() skips one the server ended)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(engineio.Client, "_read_loop_websocket", read_loop_websocket)
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, str]:
     """No EVENTBUS_*/WEBSOCKET_* variables and a fresh working directory (so no stray

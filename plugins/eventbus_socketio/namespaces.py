@@ -105,6 +105,9 @@ class EventBusNamespace(Namespace):
         except (ClientError, InvalidEventError, AuthError) as exc:
             manager.refuse(conn, event, exc.code)
             return error_ack(exc.code, str(exc))
+        except EventBusError as exc:  # the server could not take it now (e.g. the outbox)
+            manager.refuse(conn, event, exc.code)
+            return error_ack(exc.code, str(exc))
         except Exception:  # noqa: BLE001 - a handler bug must not reach the client
             manager.counters["handler_errors"] += 1
             log.exception("handler error sid=%s user=%s namespace=%s event=%s",

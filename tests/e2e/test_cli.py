@@ -186,7 +186,9 @@ def test_a_token_signed_with_another_key_says_so(start_server: Callable[..., Ser
 # -- one-line errors ------------------------------------------------------------------------
 
 def test_port_in_use_is_one_line_and_nothing_is_printed_before(async_mode: str, tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+    """The port is held with SO_REUSEPORT, as another eventlet server would hold it: the
+    server must still refuse to share it (eventlet's own listen() would accept)."""
+    with socket.create_server(("127.0.0.1", 0), reuse_port=hasattr(socket, "SO_REUSEPORT")) as taken:
         port = taken.getsockname()[1]
         result = cli("serve", "--port", str(port), "--async-mode", async_mode, env=base_env(
             EVENTBUS_SECRET_KEY=SECRET, EVENTBUS_DATA_DIR=str(tmp_path / "data")), cwd=tmp_path)

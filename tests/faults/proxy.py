@@ -88,6 +88,8 @@ class TcpProxy:
 
     def close(self) -> None:
         if not self._thread.is_alive():
+            if not self._loop.is_running():
+                self._loop.close()
             return
 
         async def run() -> None:
@@ -104,6 +106,8 @@ class TcpProxy:
         self._call(run())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its selector and self-pipe sockets
 
     def __enter__(self) -> "TcpProxy":
         return self.start()
