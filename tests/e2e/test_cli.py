@@ -285,3 +285,26 @@ def test_websocket_closes_leave_no_noise_in_the_log(server: ServerProcess) -> No
                message="both clients' disconnects logged")
     noisy = [line for line in server.log().splitlines() if any(marker in line for marker in NOISE)]
     assert not noisy, "\n".join(noisy)
+
+
+def test_accepted_sockets_send_without_waiting_for_delayed_acks():
+    """``eventbus serve`` listens with TCP_NODELAY, which accepted sockets inherit: a
+    response written in pieces on a keep-alive connection is not held back ~40 ms by
+    Nagle's algorithm waiting for the client's delayed ACK (gevent writes headers and
+    body separately)."""
+    import socket
+
+    from eventbus_socketio.commands import listen
+
+    listener = listen("127.0.0.1", 0)
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        try:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            accepted.close()
+            client.close()
+    finally:
+        listener.close()
