@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from eventbus.client import _failure_reason as _reason  # one wording for connection failures
 from eventbus.config import ASYNC_MODES, Config
 from eventbus.redact import redact_url
 
@@ -241,19 +242,6 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
 def no_server(base: str) -> str:
     """The one-line error of a command that found no server at ``base``."""
     return f"no eventbus server at {redact_url(base)}: is `eventbus serve` running? (EVENTBUS_URL/--url)"
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost operating-system reason under a client library's error (``Connection
-    refused``), else the error's first line."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        current = current.__cause__ or current.__context__
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
