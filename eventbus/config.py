@@ -140,6 +140,22 @@ def _parse_jwks_url(name: str, value: Any) -> str:
                       f"or ::1), got {redact_url(url)!r}")
 
 
+def _parse_server_url(name: str, value: Any) -> str:
+    """An ``http://`` or ``https://`` URL with a host (a path prefix is kept, a trailing
+    ``/`` removed)."""
+    from .redact import redact_url
+
+    url = str(value).strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        scheme, host = "", None
+    if scheme in ("http", "https") and host:
+        return url
+    raise ConfigError(f"{name}: expected the server's URL, like http://127.0.0.1:5050, got {redact_url(url)!r}")
+
+
 def _parse_jwt_algorithms(name: str, value: Any) -> list[str]:
     """Comma-separated public-key algorithms (:data:`JWKS_ALGORITHMS`); HS* and ``none``
     are refused: a token from an identity provider is signed with its private key."""
@@ -295,6 +311,13 @@ class Config:
     jwt_role_map: dict[str, list[str]] = field(default_factory=dict)  # IdP role -> eventbus roles
     jwks_cache_seconds: float = 300.0
     jwt_leeway: float = 10.0  # seconds of clock skew allowed for exp, nbf, iat
+    # -- agents in other processes (eventbus/forwarder.py) and the publish API --
+    url: str | None = None  # EVENTBUS_URL: the server; None: the server file, then EVENTBUS_PORT
+    forward: bool = False  # a bus that does not serve forwards to the server; from_env: true
+    forward_buffer: int = 10000  # events a forwarding bus keeps while the server is away
+    publish_max_batch: int = 1000  # events in one POST /api/events batch
+    publish_max_batch_bytes: int = 4 * 1024 * 1024  # body of one batch
+    publish_dedupe_size: int = 100000  # publisher event ids remembered (10 min), memory history
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Attributes :meth:`from_env` took from the environment or the file (the rest are defaults).
@@ -437,6 +460,15 @@ class Config:
         setv("jwt_role_map", ("EVENTBUS_JWT_ROLE_MAP",), _parse_role_map)
         setv("jwks_cache_seconds", ("EVENTBUS_JWKS_CACHE_SECONDS",), lambda n, v: _parse_float(n, v, 1))
         setv("jwt_leeway", ("EVENTBUS_JWT_LEEWAY",), lambda n, v: _parse_float(n, v, 0))
+        setv("url", ("EVENTBUS_URL",), _parse_server_url)
+        setv("forward", ("EVENTBUS_FORWARD",), lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
+        if "forward" not in cfg.configured:
+            cfg.forward = True  # from the environment: agents' processes reach the server
+        setv("forward_buffer", ("EVENTBUS_FORWARD_BUFFER",), lambda n, v: _parse_int(n, v, 1))
+        setv("publish_max_batch", ("EVENTBUS_PUBLISH_MAX_BATCH",), lambda n, v: _parse_int(n, v, 1, 100000))
+        setv("publish_max_batch_bytes", ("EVENTBUS_PUBLISH_MAX_BATCH_BYTES",),
+             lambda n, v: _parse_int(n, v, 1024))
+        setv("publish_dedupe_size", ("EVENTBUS_PUBLISH_DEDUPE_SIZE",), lambda n, v: _parse_int(n, v, 0))
         check_jwks_settings(cfg)
 
         raw_load = env.get("EVENTBUS_LOAD_PLUGINS")

@@ -5,7 +5,7 @@ Plugins implement them with :data:`hookimpl`; all arguments are passed by keywor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import pluggy
 
@@ -77,6 +77,20 @@ def eventbus_authorize(identity: Identity, namespace: str, room: str | None, act
         ``history`` (reading past events), ``admin``, or ``act_as`` (publishing over HTTP
         with a ``user_id`` other than the caller's own; ``room`` is the event's room).
     :return: ``True`` to allow, ``False`` to deny, ``None`` to let the next plugin decide.
+    """
+
+
+@hookspec(firstresult=True)
+def eventbus_issue_token(user: str, roles: Sequence[str], ttl: float) -> str | None:
+    """Mint a bearer token that this installation's servers accept. The first non-``None``
+    answer wins. eventbus's own clients use it: a bus in an agent process forwards its
+    events to the server with a token for ``user`` with roles ``publisher`` and ``agent``.
+
+    :param user: the token's user id.
+    :param roles: the roles it grants.
+    :param ttl: its lifetime in seconds.
+    :return: the token, or ``None`` when this plugin does not issue tokens (then the
+        client sends none, unless ``EVENTBUS_TOKEN`` gives one).
     """
 
 

@@ -1,7 +1,7 @@
 """eventbus_auth: JWT, API-key and validator-adapter authentication, the default
 authorization rules, and the ``eventbus token`` command."""
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from eventbus.hookspecs import hookimpl
 
@@ -33,6 +33,11 @@ def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -
 @hookimpl(trylast=True)
 def eventbus_authorize(identity: "Identity", namespace: str, room: "str | None", action: str) -> bool:
     return module_plugin.eventbus_authorize(identity=identity, namespace=namespace, room=room, action=action)
+
+
+@hookimpl
+def eventbus_issue_token(user: str, roles: "Sequence[str]", ttl: float) -> "str | None":
+    return module_plugin.eventbus_issue_token(user=user, roles=roles, ttl=ttl)
 
 
 @hookimpl

@@ -227,6 +227,18 @@ class AuthPlugin:
                            action: str) -> bool:
         return default_authorize(identity, namespace, room, action, self.sessions)
 
+    @hookimpl
+    def eventbus_issue_token(self, user: str, roles: Iterable[str], ttl: float) -> str | None:
+        """An HS256 token signed with ``EVENTBUS_SECRET_KEY`` or the key kept in the data dir
+        (the key the JWT check verifies with); ``None`` before configuration or without PyJWT."""
+        if self.config is None:
+            return None
+        try:
+            return create_token(self.config.ensure_secret_key(), user, list(roles), ttl)
+        except ConfigError as exc:
+            log.warning("cannot issue a token: %s", exc)
+            return None
+
 
 def default_authorize(identity: Identity | None, namespace: str, room: str | None, action: str,
                       sessions: SessionRules | None = None) -> bool:

@@ -232,9 +232,13 @@ def serve_command(host: str | None, port: int | None, async_mode: str | None, de
         from .demo import start_demo
 
         start_demo(manager)
+    from eventbus.forwarder import announce, remove_server_file
+
+    announced = announce(config, config.host, config.port)  # agents in other processes find it
     try:
         _run(app, manager, listener, mode, debug=log_level == "debug")
     finally:
+        remove_server_file(announced)
         listener.close()
         manager.bus.close()
 

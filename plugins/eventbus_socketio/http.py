@@ -5,6 +5,8 @@ Errors are JSON: ``{"ok": false, "error": {"code", "message"}}`` with a 4xx stat
 
 from __future__ import annotations
 
+import hashlib
+import re
 import selectors
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -28,7 +30,13 @@ from .metrics import render_metrics
 if TYPE_CHECKING:
     from .manager import SocketManager
 
-PUBLISH_FIELDS = {"type", "data", "room", "session_id", "user_id"}
+PUBLISH_FIELDS = {"type", "data", "room", "session_id", "user_id", "id", "source"}
+#: A publisher's event id: what ``evt_<hex>`` ids and most UUID-like ids look like.
+EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: Longest ``source`` (the agent's name) a publisher may give.
+SOURCE_MAX_LENGTH = 200
+#: An ``Idempotency-Key`` header: 1 to 255 visible ASCII characters.
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _STATUS = {"unauthorized": 401, "token_expired": 401, "forbidden": 403, "payload_too_large": 413,
            "not_found": 404, "unavailable": 503}
 
@@ -67,6 +75,44 @@ def read_json(limit: int, max_depth: int) -> Any:
     if len(body) > limit:
         raise too_large
     return parse_json(body, max_depth)
+
+
+def read_publish_json(limit: int, batch_limit: int, max_depth: int) -> Any:
+    """:func:`read_json` for ``POST /api/events``: a body whose first non-blank byte is
+    ``[`` (a batch) may have up to ``batch_limit`` bytes, any other body ``limit`` bytes.
+
+    A ``Content-Length`` over the larger limit is refused before reading, one over the
+    smaller limit as soon as the body's first byte shows it is not a batch; a chunked body
+    is read 64 KiB at a time and refused one byte past its limit, so at most that limit
+    (plus 64 KiB) is kept. Raises like :func:`read_json`."""
+    declared = request.content_length
+    if declared is not None and declared > max(limit, batch_limit):
+        raise EventTooLargeError(f"the request body is over {max(limit, batch_limit)} bytes")
+    environ = request.environ
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        environ.setdefault("wsgi.input_terminated", True)
+    request.max_content_length = max(limit, batch_limit) + 1
+    stream = request.stream
+    body = bytearray()
+    chosen: int | None = None
+    while True:
+        if chosen is None:
+            first = body.lstrip()[:1]
+            if first:
+                chosen = batch_limit if first == b"[" else limit
+                if declared is not None and declared > chosen:
+                    raise EventTooLargeError(f"the request body is over {chosen} bytes")
+        if chosen is not None and len(body) > chosen:
+            raise EventTooLargeError(f"the request body is over {chosen} bytes")
+        chunk = stream.read(64 * 1024)
+        if not chunk:
+            break
+        body += chunk
+    if chosen is None:
+        chosen = limit
+    if len(body) > chosen:
+        raise EventTooLargeError(f"the request body is over {chosen} bytes")
+    return parse_json(bytes(body), max_depth)
 
 
 class DrainUnreadBody:
@@ -225,63 +271,130 @@ def register_http(app: Flask, manager: SocketManager) -> None:
                 body["status"] = state
         return jsonify(body), code
 
+    def invalid(message: str) -> EventBusError:
+        return EventBusError(message, code="invalid_payload")
+
+    def publish_item(identity: Identity, body: Any, event_id: str | None = None) -> dict[str, Any]:
+        """Publish one event of a request; the answer's item. Raises :class:`AuthError` or
+        :class:`EventBusError` (counted by the caller) for an event that is refused."""
+        if not isinstance(body, dict):
+            raise invalid("an event must be a JSON object with 'type' and 'data'")
+        unknown = set(body) - PUBLISH_FIELDS
+        if unknown:
+            raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+        if not isinstance(body.get("type"), str):
+            raise invalid("'type' must be a string")
+        for name in ("room", "session_id", "user_id", "source", "id"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise invalid(f"{name!r} must be a string")
+        if body.get("source") is not None and len(body["source"]) > SOURCE_MAX_LENGTH:
+            raise invalid(f"'source' must be at most {SOURCE_MAX_LENGTH} characters")
+        if body.get("id") is not None:
+            if not EVENT_ID.fullmatch(body["id"]):
+                raise invalid("'id' must be 1 to 128 letters, digits or _.:-")
+            if event_id is not None and event_id != body["id"]:
+                raise invalid("send either an Idempotency-Key header or an 'id', not both")
+            event_id = body["id"]
+        spec = bus.registry.get(body["type"])
+        room = bus.registry.resolve_room(spec, body.get("room"), body.get("session_id"))
+        namespace = namespace_for_room(room, spec.namespace)
+        if not bus.authorize(identity, "http", room, "publish"):
+            raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
+                            code="forbidden")
+        # An event speaks for its publisher unless the publisher may act for others (roles
+        # admin, agent), who may also give the event's source, and no user (an explicit
+        # null; for other publishers null means themselves).
+        user_id = body.get("user_id") or identity.user_id
+        if (user_id != identity.user_id or "source" in body) and not bus.authorize(
+                identity, "http", room, "act_as"):
+            raise AuthError(f"{identity.user_id} may not publish as another user or source "
+                            "(needs role admin or agent)", code="forbidden")
+        if "user_id" in body and body["user_id"] is None and bus.authorize(identity, "http", room, "act_as"):
+            user_id = None
+        source = body["source"] if "source" in body else f"http:{identity.user_id}"
+        # What a /chat client may send, it may send here only where a /chat client could.
+        if spec.name in ("chat_message", "typing_indicator") and not bus.authorize(
+                identity, namespace, room, "publish"):
+            raise AuthError(f"{identity.user_id} may not publish in {room}", code="forbidden")
+        fields = dict(room=body.get("room"), session_id=body.get("session_id"), user_id=user_id,
+                      source=source, origin="http")
+        if event_id is None:
+            event = bus.emit(spec.name, body.get("data", {}), **fields)
+            if event is None:
+                return {"ok": True, "dropped": True}
+            return {"ok": True, "id": event.id, "seq": event.seq, "room": event.room,
+                    "namespace": namespace, "type": event.type}
+        done = bus.emit_once(event_id, spec.name, body.get("data", {}), **fields)
+        if done.dropped:
+            return {"ok": True, "id": done.id, "dropped": True}
+        answer: dict[str, Any] = {"ok": True, "id": done.id, "seq": done.seq, "room": done.room,
+                                  "namespace": namespace, "type": done.type}
+        if done.duplicate:
+            manager.counters["http_duplicates"] += 1
+            answer["duplicate"] = True
+        return answer
+
+    def idempotency_id(identity: Identity) -> str | None:
+        """The event id an ``Idempotency-Key`` header stands for: the same key from the same
+        user names the same event."""
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return None
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        digest = hashlib.sha256(f"{identity.user_id}\0{key}".encode()).hexdigest()
+        return f"idem_{digest[:32]}"
+
     @bp.post("/api/events")
     def publish() -> Any:
-        """Publish one event. The token and its publish right are checked before a byte of
-        the body is read; the body is at most twice ``max_event_bytes``."""
+        """Publish one event (a JSON object; 202 with its id and seq), or a batch (a JSON
+        array of at most ``publish_max_batch`` events: 202 with one result per event, in
+        order; a refused event leaves the others published). The token and its publish
+        right are checked before a byte of the body is read; the body is at most twice
+        ``max_event_bytes``, a batch at most ``publish_max_batch_bytes``. An event ``id``
+        (or, for one event, an ``Idempotency-Key`` header) is published once: a repeat
+        answers ``duplicate: true`` with the original seq when known."""
         identity = identity_from_request()
         if not bus.authorize(identity, "http", None, "publish"):
             raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
                             code="forbidden")
         try:
-            body = read_json(config.max_event_bytes * 2, config.max_json_depth)
-        except EventBusError as exc:
-            return refuse(exc)
-        if not isinstance(body, dict):
-            manager.refusals["invalid_payload"] += 1
-            return _error("invalid_payload", "the body must be a JSON object with 'type' and 'data'")
-        unknown = set(body) - PUBLISH_FIELDS
-        if unknown:
-            manager.refusals["invalid_payload"] += 1
-            return _error("invalid_payload", f"unknown fields: {', '.join(sorted(unknown))}")
-        if not isinstance(body.get("type"), str):
-            manager.refusals["invalid_payload"] += 1
-            return _error("invalid_payload", "'type' must be a string")
-        for name in ("room", "session_id", "user_id"):
-            if body.get(name) is not None and not isinstance(body[name], str):
-                manager.refusals["invalid_payload"] += 1
-                return _error("invalid_payload", f"{name!r} must be a string")
-        try:
-            spec = bus.registry.get(body["type"])
-            room = bus.registry.resolve_room(spec, body.get("room"), body.get("session_id"))
-            namespace = namespace_for_room(room, spec.namespace)
-            if not bus.authorize(identity, "http", room, "publish"):
-                raise AuthError(f"{identity.user_id} may not publish (needs role publisher or admin)",
-                                code="forbidden")
-            # An event speaks for its publisher unless the publisher may act for others.
-            user_id = body.get("user_id") or identity.user_id
-            if user_id != identity.user_id and not bus.authorize(identity, "http", room, "act_as"):
-                raise AuthError(f"{identity.user_id} may not publish as another user "
-                                "(needs role admin or agent)", code="forbidden")
-            # What a /chat client may send, it may send here only where a /chat client could.
-            if spec.name in ("chat_message", "typing_indicator") and not bus.authorize(
-                    identity, namespace, room, "publish"):
-                raise AuthError(f"{identity.user_id} may not publish in {room}", code="forbidden")
-            event = bus.emit(spec.name, body.get("data", {}), room=body.get("room"),
-                             session_id=body.get("session_id"), user_id=user_id,
-                             source=f"http:{identity.user_id}", origin="http")
+            body = read_publish_json(config.max_event_bytes * 2, config.publish_max_batch_bytes,
+                                     config.max_json_depth)
+            if isinstance(body, list):
+                return publish_batch(identity, body)
+            if not isinstance(body, dict):
+                raise invalid("the body must be a JSON object with 'type' and 'data', or an array of them")
+            return jsonify(publish_item(identity, body, idempotency_id(identity))), 202
         except AuthError:
             raise
         except EventTooLargeError as exc:
             manager.refusals[exc.code] += 1
             return _error(exc.code, str(exc), 413)
         except EventBusError as exc:
-            manager.refusals[exc.code] += 1
-            return _error(exc.code, str(exc))
-        if event is None:
-            return jsonify({"ok": True, "dropped": True}), 202
-        return jsonify({"ok": True, "id": event.id, "seq": event.seq, "room": event.room,
-                        "namespace": namespace, "type": event.type}), 202
+            return refuse(exc)
+
+    def publish_batch(identity: Identity, items: list[Any]) -> Any:
+        if "Idempotency-Key" in request.headers:
+            raise invalid("Idempotency-Key names one event: in a batch give each event an 'id'")
+        if not items:
+            raise invalid("the batch is empty")
+        if len(items) > config.publish_max_batch:
+            manager.refusals["too_many_events"] += 1
+            return _error("too_many_events", f"a batch holds at most {config.publish_max_batch} events "
+                          f"(EVENTBUS_PUBLISH_MAX_BATCH), got {len(items)}", 413)
+        results: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                results.append(publish_item(identity, item))
+            except (AuthError, EventBusError) as exc:
+                manager.refusals[exc.code] += 1
+                results.append({"ok": False, "error": {"code": exc.code, "message": str(exc)}})
+        manager.counters["http_batches"] += 1
+        failed = sum(1 for r in results if not r["ok"])
+        duplicates = sum(1 for r in results if r.get("duplicate"))
+        return jsonify({"ok": True, "published": len(results) - failed - duplicates,
+                        "duplicates": duplicates, "failed": failed, "results": results}), 202
 
     @bp.get("/api/events")
     def history() -> Any:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from eventbus import Config, EventBusError
+from eventbus import Config, EventBus, EventBusError
+from eventbus.bus import RecentIds
 from eventbus.testing import RecordingTransport, wait_until
 
 
@@ -80,31 +81,92 @@ def test_a_slow_transport_does_not_slow_the_agent_or_another_transport(bus_facto
     slow.wait_for(100)
 
 
-@pytest.mark.parametrize("policy,kept", [("drop_oldest", list(range(15, 20))), ("drop_newest", list(range(5)))])
+@pytest.mark.parametrize("policy,kept", [("drop_oldest", list(range(16, 21))), ("drop_newest", list(range(1, 6)))])
 def test_a_full_queue_drops_by_policy_and_counts(bus_factory, policy, kept):
-    recorder = RecordingTransport()
-    bus = bus_factory(config=Config(queue_size=5, overflow=policy), transports=[recorder], start=False)
-    for n in range(20):
+    stuck = GatedTransport("stuck")
+    bus = bus_factory(config=Config(queue_size=5, overflow=policy), transports=[stuck])
+    bus.emit("tool_executed", {"n": 0})
+    wait_until(lambda: row(bus, "stuck")["queue_depth"] == 0)  # event 0 is in send()
+    for n in range(1, 21):
         bus.emit("tool_executed", {"n": n})
-    status = row(bus, "recorder")
-    assert (status["dropped"], status["queue_depth"], status["submitted"]) == (15, 5, 20)
+    status = row(bus, "stuck")
+    assert (status["dropped"], status["queue_depth"], status["submitted"]) == (15, 5, 21)
     assert status["overflow"] == policy
-    bus.start()
-    assert [e.data["n"] for e in recorder.wait_for(5)] == kept
-    wait_until(lambda: row(bus, "recorder")["delivered"] == 5)
-    assert row(bus, "recorder")["dropped"] == 15
+    stuck.gate.set()
+    assert [e.data["n"] for e in stuck.wait_for(6)] == [0, *kept]
+    wait_until(lambda: row(bus, "stuck")["delivered"] == 6)
+    assert row(bus, "stuck")["dropped"] == 15
 
 
 def test_a_transport_may_set_its_own_queue(bus_factory):
-    class Tiny(RecordingTransport):
+    class Tiny(GatedTransport):
         queue_size = 2
         overflow = "drop_newest"
 
     tiny, other = Tiny("tiny"), RecordingTransport("other")
-    bus = bus_factory(transports=[tiny, other], start=False)
-    for n in range(4):
+    bus = bus_factory(transports=[tiny, other])
+    bus.emit("tool_executed", {"n": 0})
+    wait_until(lambda: row(bus, "tiny")["queue_depth"] == 0)  # event 0 is in send()
+    for n in range(1, 5):
         bus.emit("tool_executed", {"n": n})
     assert (row(bus, "tiny")["dropped"], row(bus, "other")["dropped"]) == (2, 0)
+    tiny.gate.set()
+
+
+def test_a_bus_that_was_never_started_starts_on_its_first_emit_and_close_delivers(bus_factory):
+    """A bus used on its own (a script, a worker) needs no start(): the first emit starts
+    it, and close() delivers everything emitted."""
+    slowish = RecordingTransport("slowish", delay=0.001)
+    bus = bus_factory(transports=[slowish], start=False)
+    assert not bus.started
+    bus.emit("tool_executed", {"n": 0})
+    assert bus.started
+    for n in range(1, 50):
+        bus.emit("tool_executed", {"n": n})
+    assert bus.close(timeout=10) is True
+    assert [e.data["n"] for e in slowish.events] == list(range(50))
+    assert row(bus, "slowish")["dropped"] == 0
+
+
+def test_a_bus_built_in_code_delivers_in_process_and_from_env_forwards(isolated_env):
+    """Config() (tests, embedding) keeps everything in this process; from_env() forwards
+    unless EVENTBUS_FORWARD=false, and the role is decided when the bus starts."""
+    assert Config().forward is False
+    assert Config.from_env(isolated_env).forward is True
+    assert Config.from_env({**isolated_env, "EVENTBUS_FORWARD": "false"}).forward is False
+    local = EventBus(Config(data_dir=isolated_env["EVENTBUS_DATA_DIR"]), load_entrypoints=False,
+                     connect_signals=False)
+    local.start()
+    assert (local.role, local.status()["forwarder"]) == ("local", None)
+    local.close()
+    served = EventBus.from_env(isolated_env, load_entrypoints=False, connect_signals=False)
+    served.serve()
+    served.start()
+    assert (served.role, served.forwarder) == ("local", None)  # a server never forwards
+    served.close()
+
+
+def test_emit_once_publishes_an_id_once_and_answers_the_original_seq(bus, recorder):
+    first = bus.emit_once("evt_a", "tool_executed", {"n": 1})
+    again = bus.emit_once("evt_a", "tool_executed", {"n": 1})
+    other = bus.emit_once("evt_b", "tool_executed", {"n": 2})
+    assert (first.duplicate, first.seq, first.id) == (False, 1, "evt_a")
+    assert (again.duplicate, again.seq, again.room) == (True, 1, "monitoring")
+    assert (other.duplicate, other.seq) == (False, 2)
+    events = recorder.wait_for(2)
+    assert [e.id for e in events] == ["evt_a", "evt_b"]
+    time.sleep(0.05)
+    assert len(recorder.events) == 2 and bus.counters["emitted"] == 2
+
+
+def test_the_dedupe_window_is_bounded_by_count_and_age(monkeypatch):
+    recent = RecentIds(size=3, max_age=60)
+    for n in range(5):
+        recent.add(f"e{n}", "monitoring", n)
+    assert len(recent) == 3 and recent.get("e0") is None and recent.get("e4") == ("monitoring", 4)
+    later = time.monotonic() + 61
+    monkeypatch.setattr("eventbus.bus.time.monotonic", lambda: later)
+    assert recent.get("e4") is None and len(recent) == 0
 
 
 def test_emitting_from_many_threads(bus, recorder):

@@ -169,8 +169,9 @@ def test_a_real_installed_distribution_is_loaded_through_its_entry_point(isolate
 
     out = tmp_path / "tiny.jsonl"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("EVENTBUS_", "WEBSOCKET_"))}
+    # EVENTBUS_FORWARD=false: this bus serves no one and delivers to its own transports.
     env.update(isolated_env, PYTHONPATH=str(target), TINY_OUT=str(out),
-               EVENTBUS_LOAD_PLUGINS="tiny,tiny_broken")
+               EVENTBUS_LOAD_PLUGINS="tiny,tiny_broken", EVENTBUS_FORWARD="false")
     run = subprocess.run([sys.executable, "-c", RUN_BUS], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr

@@ -275,7 +275,7 @@ def test_http_api(app_manager: Any) -> None:
                        ({"type": "tool_executed", "data": []}, "invalid_data"),
                        ({"type": "tool_executed", "data": {}, "extra": 1}, "invalid_payload"),
                        ({"type": "chat_message", "data": {}}, "invalid_room"),
-                       ([1, 2], "invalid_payload")]:
+                       ("not an object", "invalid_payload")]:  # a JSON array is a batch
         response = http.post("/api/events", json=body, headers=admin)
         assert response.status_code == 400 and response.json["error"]["code"] == code, body
     big = http.post("/api/events", json={"type": "tool_executed", "data": {"x": "y" * 70000}}, headers=admin)
