@@ -248,6 +248,17 @@ def no_server(base: str) -> str:
     return f"no eventbus server at {redact_url(base)}: is `eventbus serve` running? (EVENTBUS_URL/--url)"
 
 
+def server_base(config: Config, url: str | None) -> str:
+    """The server a command talks to: ``--url``/``EVENTBUS_URL``, else the one the local
+    server announced in the data dir (``server.json``), else ``http://127.0.0.1:EVENTBUS_PORT``."""
+    from eventbus.forwarder import read_server_file
+
+    if not url:
+        info = read_server_file(config)
+        url = info["url"] if info is not None else f"http://127.0.0.1:{config.port}"
+    return url.rstrip("/")
+
+
 def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
     token = token or os.environ.get("EVENTBUS_TOKEN")
     if token:
@@ -265,7 +276,7 @@ def _default_token(config: Config, token: str | None, roles: list[str]) -> str:
 @click.option("--session-id", default=None, help="Chat session (room session:<id>).")
 @click.option("--user-id", default=None)
 @click.option("--url", default=None, envvar="EVENTBUS_URL",
-              help="Server URL (EVENTBUS_URL, default http://127.0.0.1:EVENTBUS_PORT).")
+              help="Server URL (EVENTBUS_URL; default: the local server, else http://127.0.0.1:EVENTBUS_PORT).")
 @click.option("--token", default=None,
               help="Bearer token (EVENTBUS_TOKEN; default: a local token with roles publisher and agent).")
 def emit_command(event_type: str, data: str, room: str | None, session_id: str | None,
@@ -282,7 +293,7 @@ def emit_command(event_type: str, data: str, room: str | None, session_id: str |
         raise click.BadParameter("must be a JSON object", param_hint="--data")
     body = {"type": event_type, "data": payload}
     body.update({k: v for k, v in (("room", room), ("session_id", session_id), ("user_id", user_id)) if v})
-    base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
+    base = server_base(config, url)
     headers = {"Authorization": f"Bearer {_default_token(config, token, ['publisher', 'agent'])}"}
     try:
         response = requests.post(f"{base}/api/events", json=body, timeout=10, headers=headers)
@@ -327,7 +338,7 @@ def format_event(envelope: dict[str, Any], category: str | None = None, colour: 
 
 @click.command("tail")
 @click.option("--url", default=None, envvar="EVENTBUS_URL",
-              help="Server URL (EVENTBUS_URL, default http://127.0.0.1:EVENTBUS_PORT).")
+              help="Server URL (EVENTBUS_URL; default: the local server, else http://127.0.0.1:EVENTBUS_PORT).")
 @click.option("--namespace", default="/monitoring", show_default=True, help="Namespace to connect to.")
 @click.option("--room", "rooms", multiple=True, help="Room to join (repeatable).")
 @click.option("--type", "types", multiple=True, help="Only these event types; globs allowed (repeatable).")
@@ -341,7 +352,7 @@ def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types:
     from eventbus.events import EventRegistry
 
     config: Config = _state().config
-    base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
+    base = server_base(config, url)
     registry = EventRegistry()
     colour = sys.stdout.isatty() and not as_json
     seen = 0
@@ -352,7 +363,7 @@ def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types:
 
     def on_any(event_type: str, envelope: dict[str, Any]) -> None:
         nonlocal seen
-        if not wanted(event_type):
+        if not wanted(event_type) or (count is not None and seen >= count):
             return
         category = registry.get(event_type).category if event_type in registry else None
         click.echo(json.dumps(envelope) if as_json else format_event(envelope, category, colour))

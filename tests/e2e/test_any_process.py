@@ -155,7 +155,7 @@ def test_the_readme_agent_reaches_the_server_from_another_process_and_folder(
     tail_dir.mkdir()
     tail = subprocess.Popen([sys.executable, "-m", "eventbus", "tail", "--json", "--count", "3",
                              "--type", "agent_*", "--type", "tool_executed"],
-                            cwd=tail_dir, env=user_env(home, EVENTBUS_URL=server.url), text=True,
+                            cwd=tail_dir, env=user_env(home), text=True,  # finds the server by its file
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     chat: list[dict[str, Any]] = []
     client = EventBusClient(server.url, "/chat", token=local_token(home), rooms=["session:s-1"])
@@ -177,6 +177,12 @@ def test_the_readme_agent_reaches_the_server_from_another_process_and_folder(
         assert seen[0]["data"] == {"task": "What is the capital of France?"} and seen[0]["session_id"] == "s-1"
         assert seen[1]["data"] == {"tool": "web_search", "duration_ms": 420, "ok": True}
         assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
+        # `eventbus emit` from yet another folder finds the same server (not the default port).
+        emitted = subprocess.run([sys.executable, "-m", "eventbus", "emit", "health_update",
+                                  "--data", '{"component": "db", "status": "ok"}'], cwd=tmp_path,
+                                 env=user_env(home), text=True, capture_output=True, timeout=60)
+        assert emitted.returncode == 0, emitted.stderr
+        assert json.loads(emitted.stdout)["seq"] > seen[-1]["seq"]
         wait_until(lambda: chat, timeout=10, message="chat_response over Socket.IO")
         assert (chat[0]["data"], chat[0]["room"], chat[0]["source"]) == (
             {"message": "Paris."}, "session:s-1", "researcher")
