@@ -6,6 +6,7 @@ Errors are JSON: ``{"ok": false, "error": {"code", "message"}}`` with a 4xx stat
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import selectors
 import socket
@@ -124,12 +125,21 @@ class DrainUnreadBody:
     rather than a reset, but 10 MB at a time: about 20 MB of memory for each refused upload.
     With this in front it finds nothing left. gevent's and eventlet's servers already drop
     unread bodies 16 KiB at a time; their requests pass through untouched.
+
+    Engine.IO reads a long-polling POST by its ``Content-Length``; one without it (a chunked
+    upload, which no Socket.IO client sends) is answered ``411 length_required`` here, in
+    every async mode, rather than passed on with its body unread.
     """
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]):
+    def __init__(self, app: Callable[..., Iterable[bytes]], engineio_path: str | None = None):
         self.app = app
+        self.engineio_path = None if engineio_path is None else "/" + engineio_path.strip("/") + "/"
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if (self.engineio_path is not None and environ.get("REQUEST_METHOD") == "POST"
+                and environ.get("CONTENT_LENGTH") in (None, "")
+                and str(environ.get("PATH_INFO", "")).startswith(self.engineio_path)):
+            return self._length_required(environ, start_response)
         sock = environ.get("werkzeug.socket")
         if sock is None or not (environ.get("CONTENT_LENGTH") not in (None, "", "0")
                                 or "HTTP_TRANSFER_ENCODING" in environ):
@@ -148,6 +158,16 @@ class DrainUnreadBody:
         if not refused:
             return body
         return ClosingIterator(_then_drain(body, sock), getattr(body, "close", None))
+
+
+    @staticmethod
+    def _length_required(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = json.dumps({"code": "length_required",
+                           "message": "an Engine.IO POST needs a Content-Length"}).encode()
+        start_response("411 Length Required", [("Content-Type", "application/json"),
+                                               ("Content-Length", str(len(body))), ("Connection", "close")])
+        sock = environ.get("werkzeug.socket")
+        return [body] if sock is None else _then_drain([body], sock)
 
 
 def _then_drain(body: Iterable[bytes], sock: socket.socket) -> Iterator[bytes]:

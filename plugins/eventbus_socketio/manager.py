@@ -219,7 +219,8 @@ class SocketManager:
         # client-sent connect/disconnect; fails here if the libraries are not as expected.
         install_engine(self.socketio.server, refused=lifecycle_refused)
         # Outside Flask-SocketIO's middleware, so Socket.IO requests pass through them too.
-        app.wsgi_app = DrainUnreadBody(TrustedProxies(app.wsgi_app, config.trusted_proxies))  # type: ignore[method-assign]
+        app.wsgi_app = DrainUnreadBody(TrustedProxies(app.wsgi_app, config.trusted_proxies),  # type: ignore[method-assign]
+                                       engineio_path=options.get("path", "socket.io"))
         for namespace, cls in NAMESPACE_CLASSES.items():
             self.socketio.on_namespace(cls(namespace, self))
         self.pending_sessions = limit_pending_sessions(self.socketio.server, config.max_pending_sessions,

@@ -183,7 +183,7 @@ def test_every_body_is_bounded(server: ServerProcess) -> None:
 
 def test_engineio_polling_post_with_a_chunked_body_is_bounded(server: ServerProcess) -> None:
     """Engine.IO reads a long-polling POST by its Content-Length: a chunked one (100 MB)
-    is not buffered, and the server stays responsive."""
+    is refused with 411 before it is buffered, and the server stays responsive."""
     handshake = requests.get(f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5)
     sid = json.loads(handshake.text[1:])["sid"]
     warm(server)
@@ -192,7 +192,7 @@ def test_engineio_polling_post_with_a_chunked_body_is_bounded(server: ServerProc
                                  data=body_stream(ATTACK_BYTES, head=b"4"), timeout=60)
     print(f"[{server.async_mode}] Engine.IO chunked POST: {response.status_code}, "
           f"RSS +{rss.growth_kib} KiB, health {probe.summary()}")
-    assert response.status_code < 500, response.text[:200]
+    assert response.status_code == 411 and response.json()["code"] == "length_required", response.text[:200]
     assert rss.growth_kib < RSS_BUDGET_KIB, f"RSS grew {rss.growth_kib} KiB"
     assert not probe.errors and probe.p99_ms < HEALTH_P99_MS, probe.summary()
 
