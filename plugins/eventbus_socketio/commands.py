@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from eventbus.client import _failure_reason as _reason  # one wording for connection failures
+from eventbus_client import _failure_reason as _reason  # one wording for connection failures
 from eventbus.config import ASYNC_MODES, Config
 from eventbus.redact import redact_url
 
@@ -348,7 +348,7 @@ def format_event(envelope: dict[str, Any], category: str | None = None, colour: 
 def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types: tuple[str, ...],
                  token: str | None, as_json: bool, count: int | None) -> None:
     """Print events live as a client sees them: in seq order, resuming after a reconnect."""
-    from eventbus.client import EventBusClient, EventBusClientError
+    from eventbus_client import EventBusClient, EventBusClientError
     from eventbus.events import EventRegistry
 
     config: Config = _state().config

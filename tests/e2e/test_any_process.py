@@ -143,7 +143,7 @@ def agents() -> Iterator[Callable[..., Agent]]:
 def test_the_readme_agent_reaches_the_server_from_another_process_and_folder(
         tmp_path: Path, start_server: Callable[..., ServerProcess], async_mode: str,
         agents: Callable[..., Agent]) -> None:
-    from eventbus.client import EventBusClient
+    from eventbus_client import EventBusClient
 
     home = tmp_path / "home"
     server = start_server(async_mode, env=server_env(home))

@@ -22,7 +22,7 @@ import requests
 import socketio
 
 from eventbus import Config
-from eventbus.client import EventBusClient, EventBusClientError
+from eventbus_client import EventBusClient, EventBusClientError
 from eventbus.testing import wait_until
 from eventbus_auth import create_token
 

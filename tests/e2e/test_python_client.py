@@ -1,4 +1,4 @@
-"""``eventbus.client.EventBusClient`` against real servers, in every async mode: resume after
+"""``eventbus_client.EventBusClient`` against real servers, in every async mode: resume after
 a server-side disconnect while events flow, resync after a restart (new epoch), and a Redis
 outage during which the server delivers without a seq."""
 
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from eventbus.client import EventBusClient
+from eventbus_client import EventBusClient
 from eventbus.testing import wait_until
 
 from .server import ServerProcess

@@ -296,10 +296,10 @@ class StreamRecorder:
 
 
 class HelperClient:
-    """The product's :class:`eventbus.client.EventBusClient`, recording what its handlers get."""
+    """The product's :class:`eventbus_client.EventBusClient`, recording what its handlers get."""
 
     def __init__(self, name: str, server: Any):
-        from eventbus.client import EventBusClient
+        from eventbus_client import EventBusClient
 
         self.name = name
         self.envelopes: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from eventbus.client import EventBusClient
+from eventbus_client import EventBusClient
 from eventbus.testing import wait_until
 
 from .proxy import TcpProxy

@@ -1,4 +1,4 @@
-"""``eventbus.client.EventBusClient`` without a server: a fake socket plays the server."""
+"""``eventbus_client.EventBusClient`` without a server: a fake socket plays the server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from eventbus.client import EventBusClient, EventBusClientError
+from eventbus_client import EventBusClient, EventBusClientError
 
 
 class FakeSocket:
