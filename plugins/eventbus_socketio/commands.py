@@ -41,12 +41,12 @@ def _state() -> Any:
 
 
 def _local_token(config: Config, user: str, roles: list[str], ttl: int) -> str | None:
-    """A token signed with this machine's secret, when the JWT strategy is installed."""
-    try:
-        from eventbus_auth import create_token
-    except ImportError:
-        return None
-    return create_token(config.ensure_secret_key(), user, roles, ttl)
+    """A token this installation's servers accept, from the ``eventbus_issue_token`` hook
+    (the auth plugin signs one with this machine's secret); ``None`` when no plugin issues
+    tokens."""
+    config.ensure_secret_key()  # a key error stops the command here, in one line
+    token: str | None = _state().pm.hook.eventbus_issue_token(user=user, roles=roles, ttl=ttl)
+    return token
 
 
 def serve_mode(config: Config, requested: str | None = None) -> str:
