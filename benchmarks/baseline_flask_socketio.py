@@ -25,7 +25,7 @@ import itertools  # noqa: E402
 import os  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 
 from flask import Flask, jsonify, request  # noqa: E402
 from flask_socketio import SocketIO, join_room  # noqa: E402
@@ -46,7 +46,7 @@ def on_connect(auth=None):
 
 def envelope(event_type: str, data: dict) -> dict:
     return {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "data": data,
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "room": "monitoring", "seq": next(seq), "user_id": None, "session_id": None,
             "source": "bench-agent"}
 

@@ -5,7 +5,7 @@ hiding it (no coordinated omission). Shared by the eventbus and plain Flask-Sock
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def paced(count: int, rate: float, send: Callable[[int, float], None]) -> None:

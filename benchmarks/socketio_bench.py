@@ -20,9 +20,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -84,7 +85,7 @@ class Options:
     log: Callable[[str], None] = print
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "Options":
+    def quick(cls, **overrides: Any) -> Options:
         base = cls(clients=[100], rates=[2000, 5000], duration=1.5, ladder=[5000, 15000], bisect=False,
                    memory_connections=[300], memory_baseline=False, http_seconds=1.5, settle_s=1.0,
                    batched_modes=["gevent"], memory_modes=["gevent"],
@@ -175,7 +176,7 @@ class Generator:
                 except OSError:  # BrokenPipeError flushing to a client that is gone
                     pass
 
-    def __enter__(self) -> "Generator":
+    def __enter__(self) -> Generator:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -287,7 +288,7 @@ def ladder(server: ServerProcess, gen: Generator, rates: list[int], duration: fl
     best: dict[str, Any] | None = None
     failed_at: int | None = None
     for rate in rates:
-        for attempt in range(2):  # a failing step runs once more: one hiccup of a shared machine
+        for _attempt in range(2):  # a failing step runs once more: one hiccup of a shared machine
             row = measure(server, gen, rate, duration)
             steps.append(row)
             log(f"#   {rate:>6}/s offered -> {row['achieved']:>6}/s p99 {row['p99_ms']} ms lost {row['lost']}")
@@ -633,13 +634,13 @@ def run(opts: Options) -> dict[str, Any]:
             socket_session("node-socket.io", "node", opts, gen_kind, workdir, results)
         for mode in opts.modes:
             batched = opts.batched and (opts.batched_modes is None or mode in opts.batched_modes
-                                        or not set(opts.batched_modes) & set(opts.modes) and mode == opts.modes[0])
+                                        or (not set(opts.batched_modes) & set(opts.modes) and mode == opts.modes[0]))
             kinds = ["eventbus"] + (["flask-socketio"] if opts.flask_baseline else []) \
                 + (["eventbus-batched"] if batched else [])
             for kind in kinds:
                 socket_session(kind, mode, opts, gen_kind, workdir, results)
             memory_here = opts.memory_modes is None or mode in opts.memory_modes \
-                or not set(opts.memory_modes) & set(opts.modes) and mode == opts.modes[0]
+                or (not set(opts.memory_modes) & set(opts.modes) and mode == opts.modes[0])
             for n in opts.memory_connections if memory_here else []:
                 if mode == "threading" and n > THREADING_MAX_IDLE:
                     results["notes"].append(

@@ -32,7 +32,7 @@ __all__ = [
     "Identity",
     "InvalidEventError",
     "Transport",
+    "__version__",
     "hookimpl",
     "signals",
-    "__version__",
 ]

@@ -8,13 +8,15 @@ transport's worker queue. Nothing on that path waits for a transport.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import signals
 from .config import Config
@@ -108,7 +110,7 @@ class SignalTransport(Transport):
         for receiver in list(signal.receivers_for(sender)):
             try:
                 receiver(sender, event=event)
-            except Exception:  # noqa: BLE001 - isolate each agent's receiver
+            except Exception:
                 failures += 1
                 log.exception("signal receiver %r failed on %s %s", receiver, event.type, event.id)
         if failures:
@@ -185,7 +187,7 @@ class EventBus:
             self._connect_signals()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> "EventBus":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> EventBus:
         """A bus configured from environment variables (and ``eventbus.toml``)."""
         return cls(Config.from_env(environ), **kwargs)
 
@@ -262,7 +264,9 @@ class EventBus:
     def _issue_token(self) -> str | None:
         """A token for the forwarder: ``eventbus_issue_token`` (the auth plugin signs one
         with the local secret key)."""
-        return self.pm.hook.eventbus_issue_token(user=TOKEN_USER, roles=list(TOKEN_ROLES), ttl=TOKEN_TTL)
+        token: str | None = self.pm.hook.eventbus_issue_token(user=TOKEN_USER, roles=list(TOKEN_ROLES),
+                                                              ttl=TOKEN_TTL)
+        return token
 
     @property
     def started(self) -> bool:
@@ -291,7 +295,7 @@ class EventBus:
             ok = worker.close(max(0.0, deadline - time.monotonic())) and ok
         return ok
 
-    def __enter__(self) -> "EventBus":
+    def __enter__(self) -> EventBus:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,7 +328,7 @@ class EventBus:
         except EventBusError as exc:
             # The sender is an agent: never raise into it; count and log instead.
             log.warning("signal %s from %s refused: %s", clean(event_type), clean(repr(sender)), clean(str(exc)))
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("signal %s from %s failed", clean(event_type), clean(repr(sender)))
 
     # -- emitting -------------------------------------------------------------------
@@ -514,7 +518,7 @@ class EventBus:
         """The shared history lost continuity: tell each fan-out transport, in stream order."""
         for worker in self.workers:
             if worker.transport.fanout:
-                worker.call_soon(lambda t=worker.transport: t.epoch_changed(epoch))
+                worker.call_soon(functools.partial(worker.transport.epoch_changed, epoch))
 
     def _publish_ingested(self, event: Event, ref: IngestRef) -> None:
         """An agent process's event, taken from an ingest partition by this server.
@@ -544,7 +548,9 @@ class EventBus:
     def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None) -> Identity | None:
         """Ask the ``eventbus_authenticate`` strategies; ``None`` when none recognises ``auth``.
         Strategies may raise :class:`~eventbus.identity.AuthError`."""
-        return self.pm.hook.eventbus_authenticate(auth=dict(auth or {}), environ=environ or {})
+        identity: Identity | None = self.pm.hook.eventbus_authenticate(auth=dict(auth or {}),
+                                                                       environ=environ or {})
+        return identity
 
     def authorize(self, identity: Identity, namespace: str, room: str | None, action: str) -> bool:
         """``eventbus_authorize``; no answer means deny."""
@@ -574,7 +580,7 @@ def _close_at_exit(ref: weakref.ReferenceType[EventBus]) -> None:
     if bus is not None and not bus.closed:
         try:
             bus.close(EXIT_TIMEOUT)
-        except Exception:  # noqa: BLE001 - exiting anyway
+        except Exception:
             log.exception("closing the bus at exit failed")
 
 

@@ -11,9 +11,10 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -208,7 +209,7 @@ def _parse_role_map(name: str, value: Any) -> dict[str, list[str]]:
     return out
 
 
-def check_jwks_settings(cfg: "Config") -> None:
+def check_jwks_settings(cfg: Config) -> None:
     """With ``EVENTBUS_JWKS_URL``, an issuer and an audience are required and only public-key
     algorithms are accepted; without it, an issuer or audience is a mistake (it would do
     nothing). Raises :class:`ConfigError` naming the variable."""
@@ -234,6 +235,7 @@ def check_jwks_settings(cfg: "Config") -> None:
 def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     """``KEY=USER:ROLE+ROLE`` entries, comma-separated (or a TOML table list)."""
     keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+    entries: list[tuple[str, str, list[Any]]]
     if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
         entries = [(str(v.get("key", "")), str(v.get("user", "")), list(v.get("roles", [])))
                    for v in value]
@@ -241,13 +243,13 @@ def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ..
         entries = []
         for item in _parse_list(value):
             key, sep, rest = item.partition("=")
-            user, _, roles = rest.partition(":")
+            user, _, role_text = rest.partition(":")
             if not sep:
                 raise ConfigError(
                     f"{name}: expected KEY=USER[:ROLE+ROLE], comma-separated; "
                     "an entry has no '=' (its text is not shown: it may be a key)"
                 )
-            entries.append((key, user, [r for r in roles.split("+") if r]))
+            entries.append((key, user, [r for r in role_text.split("+") if r]))
     for key, user, roles in entries:
         if len(key) < 16:
             raise ConfigError(f"{name}: every API key needs at least 16 characters")
@@ -366,7 +368,7 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
-                 toml_path: str | os.PathLike[str] | None = None) -> "Config":
+                 toml_path: str | os.PathLike[str] | None = None) -> Config:
         """Read settings; ``EVENTBUS_CONFIG`` names the TOML file (default ``./eventbus.toml``
         when present)."""
         env = dict(os.environ if environ is None else environ)

@@ -11,10 +11,11 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 #: Deepest nesting of objects and lists accepted in client JSON and in event data.
@@ -266,7 +267,7 @@ class EventRegistry:
             f"event type {spec.name!r} needs a room or a session_id to be routed"
         )
 
-    def deliveries(self, event: "Event") -> list[tuple[str, str]]:
+    def deliveries(self, event: Event) -> list[tuple[str, str]]:
         """Every ``(namespace, room)`` an event goes to, primary first."""
         spec = self.get(event.type)
         primary = (namespace_for_room(event.room, spec.namespace), event.room)
@@ -339,7 +340,7 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], registry: EventRegistry | None = None) -> "Event":
+    def from_dict(cls, raw: Mapping[str, Any], registry: EventRegistry | None = None) -> Event:
         """Rebuild an envelope, validating each field; ``registry`` also checks the type."""
         if not isinstance(raw, Mapping):
             raise InvalidEventError("an event must be a JSON object")
@@ -377,7 +378,7 @@ class Event:
         return event
 
     @classmethod
-    def from_json(cls, text: str | bytes, registry: EventRegistry | None = None) -> "Event":
+    def from_json(cls, text: str | bytes, registry: EventRegistry | None = None) -> Event:
         try:
             raw = json.loads(text)
         except (TypeError, ValueError) as exc:

@@ -33,8 +33,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .redact import clean, redact_url
@@ -357,7 +358,7 @@ class Forwarder:
                     continue  # the first half goes at once
                 self.counters["retries"] += 1
                 delay = self._pause(delay)
-        except Exception:  # noqa: BLE001 - never die silently; close() counts what is left
+        except Exception:
             log.exception("forwarder stopped by an unexpected error")
             self.state = "failed"
         finally:
@@ -456,7 +457,7 @@ class Forwarder:
                 and len(answer["results"]) == len(batch):
             self._answered(batch, answer["results"])
             return "answered"
-        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        error: dict[str, Any] = answer["error"] if isinstance(answer.get("error"), dict) else {}
         code, message = str(error.get("code")), str(error.get("message"))[:300]
         if status == 401:
             self._token = None  # mint a new one next time (it may have expired)

@@ -45,7 +45,10 @@ class HistoryRange:
 
 
 class History(Protocol):
-    epoch: str
+    @property
+    def epoch(self) -> str:
+        """Changes when the history loses continuity (clients then resync)."""
+        ...
 
     def append(self, event: Event, keep: bool = True) -> None:
         """Assign ``event.seq`` (when ``keep``) and retain it."""
@@ -60,7 +63,7 @@ class History(Protocol):
 class _Room:
     """One room's retained events, its last seq and the seq its current run started after."""
 
-    __slots__ = ("events", "seq", "base")
+    __slots__ = ("base", "events", "seq")
 
     def __init__(self, base: int, size: int):
         self.events: deque[Event] = deque(maxlen=size)
@@ -95,7 +98,7 @@ class MemoryHistory:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Config) -> "MemoryHistory":
+    def from_config(cls, config: Config) -> MemoryHistory:
         """A history with the limits of ``config`` (``history_size``, ``history_max_age``,
         ``history_max_rooms``, ``history_max_events``)."""
         return cls(config.history_size, config.history_max_age, config.history_max_rooms,

@@ -5,7 +5,8 @@ Plugins implement them with :data:`hookimpl`; all arguments are passed by keywor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

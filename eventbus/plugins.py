@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

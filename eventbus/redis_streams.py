@@ -36,7 +36,8 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .events import Event, EventBusError
 from .history import HistoryRange
@@ -569,7 +570,7 @@ class RedisLink:
                 pass
 
     def _backoff(self, attempt: int) -> float:
-        return min(1.0, 0.05 * (2 ** min(attempt, 5)))
+        return min(1.0, 0.05 * float(2 ** min(attempt, 5)))
 
     def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
         """Run a background loop that survives anything: log, back off, go on."""
@@ -580,7 +581,7 @@ class RedisLink:
                 try:
                     loop()
                     return
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if self._closing:
                         return
                     attempt += 1
@@ -880,7 +881,7 @@ class RedisLink:
                 return
             except RedisUnavailable:
                 raise
-            except Exception:  # noqa: BLE001 - one bad entry must not stop the partition for good
+            except Exception:
                 tries = self._ingest_failures[ref] = self._ingest_failures.get(ref, 0) + 1
                 if tries < 3:
                     log.warning("ingest entry %s failed (try %d); retrying", entry_id, tries, exc_info=True)

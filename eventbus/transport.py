@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -123,7 +124,7 @@ class TransportWorker:
         self.queue_size = transport.queue_size or queue_size
         self.overflow = transport.overflow or overflow
         self.stats = TransportStats()
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Event | _Call] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
         self._started = False
@@ -139,10 +140,12 @@ class TransportWorker:
                 return False
             self.stats.submitted += 1
             if len(self._queue) >= self.queue_size:
-                if self.overflow == "drop_newest" or type(self._queue[0]) is _Call:
+                oldest = self._queue[0]
+                if self.overflow == "drop_newest" or isinstance(oldest, _Call):
                     self._drop(event, "queue full")
                     return False
-                self._drop(self._queue.popleft(), "queue full")
+                self._queue.popleft()
+                self._drop(oldest, "queue full")
             self._queue.append(event)
             self._cond.notify()
         return True
@@ -181,7 +184,7 @@ class TransportWorker:
             batch: list[Any] = []
             queue = self._queue
             while queue and len(batch) < self.transport.batch_size:
-                if type(queue[0]) is _Call:
+                if isinstance(queue[0], _Call):
                     if not batch:
                         batch.append(queue.popleft())
                     break
@@ -197,7 +200,7 @@ class TransportWorker:
                 if type(batch[0]) is _Call:
                     try:
                         batch[0].fn()
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.exception("transport %s: queued call failed", self.name)
                     continue
                 self._deliver(batch)
@@ -243,14 +246,14 @@ class TransportWorker:
         drained = self._stopped.wait(timeout) if self._started else not self._queue
         if not drained:
             with self._cond:
-                left = sum(1 for item in self._queue if type(item) is not _Call)
+                left = sum(1 for item in self._queue if not isinstance(item, _Call))
                 self._queue.clear()
             self.stats.dropped += left
             log.warning("transport %s: %d event(s) still queued after %.1fs at close; dropped",
                         self.name, left, timeout)
         try:
             self.transport.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("transport %s failed to close", self.name)
         return drained
 

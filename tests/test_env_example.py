@@ -36,6 +36,6 @@ def test_every_variable_in_the_code_is_documented() -> None:
 
 
 def test_the_example_values_are_valid() -> None:
-    env = {k: v for k, v in read_example().items()}
+    env = dict(read_example().items())
     config = Config.from_env(env)
     assert config.port == 5050 and config.cors_origins == ["http://localhost:3000", "http://localhost:3001"]

@@ -1,14 +1,14 @@
 """eventbus_auth: JWT, API-key and validator-adapter authentication, the default
 authorization rules, and the ``eventbus token`` command."""
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from eventbus.hookspecs import hookimpl
 
 from .cli import token_group
 from .sessions import MemoryOwners, RedisOwners, SessionRules
-from .strategies import (BUILTIN_ROLES, AuthPlugin, create_token, default_authorize, known_roles,
-                         load_validator)
+from .strategies import BUILTIN_ROLES, AuthPlugin, create_token, default_authorize, known_roles, load_validator
 
 if TYPE_CHECKING:
     import click

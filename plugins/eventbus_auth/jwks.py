@@ -29,7 +29,8 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from eventbus.config import ConfigError, check_jwks_settings
 from eventbus.identity import AuthError, Identity

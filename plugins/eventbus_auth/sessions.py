@@ -19,7 +19,8 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventbus.config import ConfigError
 from eventbus.identity import AuthError, Identity

@@ -19,7 +19,8 @@ import importlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from eventbus.config import ConfigError
 from eventbus.events import ADMIN_NAMESPACE
@@ -172,7 +173,7 @@ class AuthPlugin:
             claims = self.validator(token)  # type: ignore[misc]
         except AuthError:
             raise
-        except Exception:  # noqa: BLE001 - the operator's code must not leak a traceback
+        except Exception:
             log.exception("auth validator %s failed", self.config.auth_validator if self.config else "?")
             raise AuthError("the authentication service failed", code="unauthorized") from None
         if claims is None or claims is False:

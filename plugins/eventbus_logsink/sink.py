@@ -15,8 +15,9 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from eventbus.files import FILE_MODE, open_private
 from eventbus.hookspecs import hookimpl
@@ -62,7 +63,7 @@ class LogSinkTransport(Transport):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Config) -> "LogSinkTransport":
+    def from_config(cls, config: Config) -> LogSinkTransport:
         """The sink the settings describe; ``batch`` flushing gets :class:`BatchLogSinkTransport`."""
         kind = BatchLogSinkTransport if config.log_sink_flush == "batch" else LogSinkTransport
         return kind(config.log_sink_path or "", config.log_sink_max_bytes,

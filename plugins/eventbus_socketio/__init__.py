@@ -6,7 +6,8 @@ so an agent-only process needs neither.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from eventbus.hookspecs import hookimpl
 

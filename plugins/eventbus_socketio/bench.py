@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 
-def _suite(bench_dir: str | None):  # noqa: ANN202 - the benchmarks module
+def _suite(bench_dir: str | None):
     candidates = [Path(bench_dir)] if bench_dir else [
         Path(__file__).resolve().parents[2] / "benchmarks", Path.cwd() / "benchmarks"]
     for path in candidates:

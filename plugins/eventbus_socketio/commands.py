@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from eventbus_client import _failure_reason as _reason  # one wording for connection failures
 from eventbus.config import ASYNC_MODES, Config
 from eventbus.redact import redact_url
+from eventbus_client import _failure_reason as _reason  # one wording for connection failures
 
 #: Set in a re-executed server process once gevent/eventlet has patched the standard library.
 PATCHED_ENV = "EVENTBUS_PATCHED_MODE"
@@ -348,8 +348,8 @@ def format_event(envelope: dict[str, Any], category: str | None = None, colour: 
 def tail_command(url: str | None, namespace: str, rooms: tuple[str, ...], types: tuple[str, ...],
                  token: str | None, as_json: bool, count: int | None) -> None:
     """Print events live as a client sees them: in seq order, resuming after a reconnect."""
-    from eventbus_client import EventBusClient, EventBusClientError
     from eventbus.events import EventRegistry
+    from eventbus_client import EventBusClient, EventBusClientError
 
     config: Config = _state().config
     base = server_base(config, url)

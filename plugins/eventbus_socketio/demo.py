@@ -15,7 +15,8 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -263,7 +264,7 @@ class DemoRunner:
         self._stop.wait(seconds)
         return self.stopped
 
-    def start(self) -> "DemoRunner":
+    def start(self) -> DemoRunner:
         signals.chat_message.connect(self._receiver, weak=False)
         self.spawn(self._workflow_loop)
         self.spawn(self._monitor_loop)
@@ -282,7 +283,7 @@ class DemoRunner:
                 done += 1
                 if self.agents.wait(self.round_every):
                     break
-        except Exception:  # noqa: BLE001 - a demo bug must not take the server down
+        except Exception:
             log.exception("demo workflow failed")
 
     def _monitor_loop(self) -> None:
@@ -291,7 +292,7 @@ class DemoRunner:
                 self.agents.tick()
                 if self.agents.wait(self.tick_every):
                     break
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("demo monitor failed")
         finally:
             self.stop()
@@ -309,7 +310,7 @@ class DemoRunner:
     def _answer(self, session_id: str, message: str) -> None:
         try:
             self.agents.answer(session_id, message, research=len(message) > 40)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("demo answer in session %s failed", session_id)
 
 

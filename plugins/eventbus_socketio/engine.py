@@ -34,9 +34,10 @@ import logging
 import re
 import socket as _socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger("eventbus.socketio")
 

@@ -10,7 +10,8 @@ import json
 import re
 import selectors
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -331,13 +332,13 @@ def register_http(app: Flask, manager: SocketManager) -> None:
                             "(needs role admin or agent)", code="forbidden")
         if "user_id" in body and body["user_id"] is None and bus.authorize(identity, "http", room, "act_as"):
             user_id = None
-        source = body["source"] if "source" in body else f"http:{identity.user_id}"
+        source = body.get("source", f"http:{identity.user_id}")
         # What a /chat client may send, it may send here only where a /chat client could.
         if spec.name in ("chat_message", "typing_indicator") and not bus.authorize(
                 identity, namespace, room, "publish"):
             raise AuthError(f"{identity.user_id} may not publish in {room}", code="forbidden")
-        fields = dict(room=body.get("room"), session_id=body.get("session_id"), user_id=user_id,
-                      source=source, origin="http")
+        fields = {"room": body.get("room"), "session_id": body.get("session_id"), "user_id": user_id,
+                      "source": source, "origin": "http"}
         if event_id is None:
             event = bus.emit(spec.name, body.get("data", {}), **fields)
             if event is None:

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from flask_socketio import SocketIO
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -43,7 +44,7 @@ TRANSPORT_FRAME_LIMIT = 1024 * 1024
 class TokenBucket:
     """Per-connection rate limit on client events."""
 
-    __slots__ = ("rate", "capacity", "tokens", "stamp")
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, capacity: int):
         self.rate = rate
@@ -150,7 +151,7 @@ class SocketManager:
         return out
 
     @property
-    def config(self):  # noqa: ANN201 - Config, typed through the bus
+    def config(self):
         return self.bus.config
 
     @property
@@ -384,7 +385,7 @@ class SocketManager:
         try:
             self.bus.emit(event_type, {"user_id": conn.identity.user_id, "room": room, "presence": members},
                           room=room, user_id=conn.identity.user_id, source="presence", origin="client")
-        except Exception:  # noqa: BLE001 - presence must never break a join or leave
+        except Exception:
             log.exception("presence event %s for %s failed", event_type, clean(room))
 
     def resume(self, conn: Connection, data: dict[str, Any], paid: int = 1) -> dict[str, Any]:

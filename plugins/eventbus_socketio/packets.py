@@ -32,7 +32,7 @@ class InvalidPacket(str):
     code: str
     message: str
 
-    def __new__(cls, code: str, message: str) -> "InvalidPacket":
+    def __new__(cls, code: str, message: str) -> InvalidPacket:
         self = super().__new__(cls, f"<{code}>")
         self.code = code
         self.message = message

@@ -25,7 +25,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("eventbus.socketio")
 
@@ -117,7 +118,7 @@ class PendingSessions:
                  self.connect_timeout)
         try:
             socket.close(wait=False, abort=False)
-        except Exception:  # noqa: BLE001 - a session already going away
+        except Exception:
             log.debug("closing session %s failed", eio_sid, exc_info=True)
 
     def discard(self, eio_sid: str) -> None:

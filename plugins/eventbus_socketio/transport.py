@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from eventbus.events import Event
 from eventbus.transport import Transport
@@ -32,7 +33,7 @@ def physical_room(room: str, batched: bool) -> str:
 class JoinResult:
     """What a join or resume found, filled in by the worker."""
 
-    __slots__ = ("done", "seq", "replayed", "resync", "error")
+    __slots__ = ("done", "error", "replayed", "resync", "seq")
 
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -152,7 +153,7 @@ class SocketIOTransport(Transport):
                 self._join_now(sid, namespace, room, after, epoch, result, batched)
                 if on_joined is not None:
                     on_joined()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 result.error = f"{type(exc).__name__}: {exc}"
                 log.exception("join of %s to %s%s failed", sid, namespace, room)
             finally:

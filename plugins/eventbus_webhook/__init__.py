@@ -12,11 +12,11 @@ __all__ = [
     "Endpoint",
     "WebhookSettings",
     "WebhookTransport",
+    "__version__",
     "eventbus_register_commands",
     "eventbus_register_transports",
     "generate_secret",
     "load_settings",
     "payload",
     "sign",
-    "__version__",
 ]

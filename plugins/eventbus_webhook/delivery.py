@@ -137,7 +137,7 @@ class EndpointDelivery:
                     return
                 try:
                     self._attempt(session, delivery)
-                except Exception:  # noqa: BLE001 - a bookkeeping bug must not kill the endpoint
+                except Exception:
                     log.exception("webhook %s: attempt of %s failed unexpectedly", self.name, delivery.event_id)
                 finally:
                     with self._cond:

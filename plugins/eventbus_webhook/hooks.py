@@ -3,7 +3,8 @@ commands."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from eventbus.hookspecs import hookimpl
 

@@ -14,9 +14,10 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from eventbus.files import FILE_MODE, open_private, private_dir
 
@@ -134,7 +135,7 @@ class Outbox:
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------
-    def open(self) -> "Outbox":
+    def open(self) -> Outbox:
         self._make_private()
         self._work = self._connect("NORMAL")
         with self._work:
@@ -171,7 +172,7 @@ class Outbox:
                     conn.close()
             self._ingest = self._work = None
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:

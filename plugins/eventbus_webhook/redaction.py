@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from eventbus.redact import redact_url

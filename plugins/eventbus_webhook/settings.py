@@ -8,8 +8,9 @@ import binascii
 import fnmatch
 import re
 import secrets as _secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from eventbus.config import ConfigError

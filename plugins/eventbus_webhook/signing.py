@@ -8,7 +8,8 @@ import hashlib
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from eventbus.events import Event
@@ -23,7 +24,7 @@ def payload(event: Event) -> str:
 def sign(keys: Iterable[bytes], msg_id: str, timestamp: int, body: str) -> str:
     """``v1,<base64 HMAC-SHA256 of id.timestamp.body>`` per key, space-separated, so a
     receiver still holding the previous secret keeps verifying during rotation."""
-    signed = f"{msg_id}.{timestamp}.{body}".encode("utf-8")
+    signed = f"{msg_id}.{timestamp}.{body}".encode()
     return " ".join(
         "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
         for key in keys

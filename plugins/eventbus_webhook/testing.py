@@ -7,8 +7,9 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 
 #: ``respond(request)`` returns a status, or ``(status, headers)``; ``request`` has ``id``,
 #: ``attempt`` (1-based, per webhook-id), ``headers`` and ``body``.
@@ -45,13 +46,13 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> "WebhookReceiver":
+    def start(self) -> WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, headers = receiver._handle(body, dict(self.headers.items()))
                 self.send_response(status)
@@ -60,7 +61,7 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
@@ -79,7 +80,7 @@ class WebhookReceiver:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

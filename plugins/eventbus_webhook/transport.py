@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any
 
 from eventbus.events import EventBusError
 from eventbus.hookspecs import hookimpl
@@ -257,7 +258,7 @@ class WebhookTransport(Transport):
         while not self._stop.wait(self.settings.housekeeping_interval):
             try:
                 self._housekeeping()
-            except Exception:  # noqa: BLE001 - keep trying; the next round may succeed
+            except Exception:
                 log.exception("webhook outbox housekeeping failed")
 
     def _housekeeping(self) -> None:

@@ -118,7 +118,7 @@ def test_environment_wins_over_the_file(isolated_env, tmp_path):
 
 def test_bad_toml_values_are_errors_too(isolated_env, tmp_path):
     (tmp_path / "eventbus.toml").write_text("port = 99999\n")
-    with pytest.raises(ConfigError, match="^EVENTBUS_PORT:"):
+    with pytest.raises(ConfigError, match=r"^EVENTBUS_PORT:"):
         Config.from_env(isolated_env)
     (tmp_path / "eventbus.toml").write_text("port = \n")
     with pytest.raises(ConfigError, match="cannot read configuration"):

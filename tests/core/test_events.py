@@ -206,7 +206,7 @@ def test_parse_json_refusals(text, error, code):
 def test_parse_json_accepts_what_clients_legitimately_send():
     assert parse_json("[" * 32 + "]" * 32) == json.loads("[" * 32 + "]" * 32)
     assert parse_json('{"x": "\\ud83d\\ude00", "y": "\\\\ud800"}') == {"x": "\U0001f600", "y": "\\ud800"}
-    assert parse_json('{"a": [1, 2.5, null, true]}'.encode()) == {"a": [1, 2.5, None, True]}
+    assert parse_json(b'{"a": [1, 2.5, null, true]}') == {"a": [1, 2.5, None, True]}
     assert parse_json("[[[1]]]", max_depth=3) == [[[1]]]
     with pytest.raises(TooDeepError):
         parse_json("[[[1]]]", max_depth=2)

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,13 +69,13 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == f"{fake.prefix}/api/health":
                     self.reply(200, {"status": "ok", "transports": {}})
                 else:
                     self.reply(404, {"ok": False})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, body = fake.answer(items)
                 with fake.cond:

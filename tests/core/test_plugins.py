@@ -46,9 +46,8 @@ def test_disable_list_removes(isolated_env):
 
 def test_a_missing_name_in_the_load_list_is_reported(isolated_env, caplog):
     env = {**isolated_env, "EVENTBUS_LOAD_PLUGINS": "eventbus_logsink,not_installed"}
-    with caplog.at_level(logging.WARNING, "eventbus.plugins"):
-        with EventBus.from_env(env, connect_signals=False) as bus:
-            assert loaded(bus) == {"eventbus_logsink"}
+    with caplog.at_level(logging.WARNING, "eventbus.plugins"), EventBus.from_env(env, connect_signals=False) as bus:
+        assert loaded(bus) == {"eventbus_logsink"}
     assert "not_installed" in caplog.text
 
 
@@ -57,13 +56,13 @@ def test_a_plugin_that_fails_to_import_is_skipped_and_recorded(isolated_env, mon
               EntryPoint("eventbus_logsink", "eventbus_logsink", "eventbus")]
     monkeypatch.setattr(eventbus.plugins.importlib.metadata, "entry_points",
                         lambda group: points if group == "eventbus" else [])
-    with caplog.at_level(logging.WARNING, "eventbus.plugins"):
-        with EventBus.from_env(isolated_env, connect_signals=False) as bus:
-            assert loaded(bus) == {"eventbus_logsink"}
-            (failure,) = bus.pm.failures
-            assert failure.name == "broken"
-            assert "ModuleNotFoundError" in failure.error
-            assert bus.status()["plugin_failures"][0]["name"] == "broken"
+    with caplog.at_level(logging.WARNING, "eventbus.plugins"), \
+            EventBus.from_env(isolated_env, connect_signals=False) as bus:
+        assert loaded(bus) == {"eventbus_logsink"}
+        (failure,) = bus.pm.failures
+        assert failure.name == "broken"
+        assert "ModuleNotFoundError" in failure.error
+        assert bus.status()["plugin_failures"][0]["name"] == "broken"
     assert "plugin broken (entry point) skipped" in caplog.text
 
 

@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
@@ -102,7 +103,7 @@ def find_leaks(text: str, secrets: Mapping[str, str], label: str) -> list[str]:
 
 
 #: Servers still running, stopped at exit whatever happened to the test that started them.
-_RUNNING: set["ServerProcess"] = set()
+_RUNNING: set[ServerProcess] = set()
 
 
 @atexit.register
@@ -146,11 +147,11 @@ class ServerProcess:
         self.leaks: list[str] = []  # secrets found in the log or in status bodies
         self._reported = 0
 
-    def start(self, timeout: float = 40.0) -> "ServerProcess":
+    def start(self, timeout: float = 40.0) -> ServerProcess:
         cmd = self.command or [sys.executable, "-m", "eventbus", "serve"]
         cmd = [*cmd, "--port", str(self.port), "--async-mode", self.async_mode]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it; closed in stop()
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, start_new_session=True,
                                      umask=-1 if self.umask is None else self.umask)

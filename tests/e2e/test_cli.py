@@ -14,17 +14,17 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 import socketio
 
 from eventbus import Config
-from eventbus_client import EventBusClient, EventBusClientError
 from eventbus.testing import wait_until
-from eventbus_auth import create_token
+from eventbus_client import EventBusClient, EventBusClientError
 
 from .ordered import ordered_client
 from .server import SECRET, ServerProcess, free_port

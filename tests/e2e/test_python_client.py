@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from eventbus_client import EventBusClient
 from eventbus.testing import wait_until
+from eventbus_client import EventBusClient
 
 from .server import ServerProcess
 from .test_redis import own_redis  # noqa: F401 - fixture: a private redis-server on a free port
@@ -71,7 +72,7 @@ class Publisher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
-    def start(self) -> "Publisher":
+    def start(self) -> Publisher:
         self._thread.start()
         return self
 

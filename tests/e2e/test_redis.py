@@ -10,8 +10,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -223,7 +224,7 @@ def test_redis_stops_and_returns(start_server: Callable[..., ServerProcess], own
             wait_until(lambda: a.status()["redis"]["status"] == "ok" and a.status()["redis"]["pending"] == 0,
                        30, message="redis healthy again and buffer flushed")
         except AssertionError:
-            raise AssertionError(f"{a.status()['redis']} sent={len(sent)}")
+            raise AssertionError(f"{a.status()['redis']} sent={len(sent)}") from None
         thread.join(30)
         stop.set()
         assert len(sent) == 600

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from eventbus_client import EventBusClient
 from eventbus.testing import wait_until
+from eventbus_client import EventBusClient
 
 from .proxy import TcpProxy
 

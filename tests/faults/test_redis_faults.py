@@ -11,12 +11,14 @@ one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -197,7 +199,7 @@ def _outage(run: Run) -> None:
     started = time.monotonic()
     wait_for(lambda: all(_health(s)[0] == 503 for s in run.servers), 10, "/api/health 503 while Redis is away")
     for server in run.servers:
-        code, body = _health(server)
+        _code, body = _health(server)
         assert body["status"] == "degraded" and body["backend"]["redis"] == "degraded", body
         assert server.status()["status"] == "degraded"
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - started)))  # the length of the outage
@@ -280,7 +282,7 @@ def _server_dies(run: Run, hang: bool) -> None:
     summary = _finish(run)
     # The longest pause in the moved producer's stream at the survivor's client.
     arrivals = [d.at for d in run.recorders[survivor].agent_events() if d.data["producer"] == PRODUCERS[0]]
-    pause = max(b - a for a, b in zip(arrivals, arrivals[1:]))
+    pause = max(b - a for a, b in itertools.pairwise(arrivals))
     print(f"{mode} {'hung' if hang else 'killed'}: partitions moved {takeover:.2f}s later (lease {LEASE}s); "
           f"longest pause of {PRODUCERS[0]} at the survivor's client {pause:.2f}s")
     assert takeover <= LEASE * 4 / 3 + 0.5

@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -59,7 +60,7 @@ class Publishers:
             else:
                 self.other[response.status_code] += 1
 
-    def __enter__(self) -> "Publishers":
+    def __enter__(self) -> Publishers:
         for thread in self._threads:
             thread.start()
         return self

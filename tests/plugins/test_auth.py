@@ -215,7 +215,7 @@ def token_cli(isolated_env, tmp_path):
 
 
 def test_token_create_prints_only_the_token_and_keeps_the_secret_private(token_cli, tmp_path):
-    result, config = token_cli("token", "create", "--user", "alice", "--role", "admin", "--role", "publisher")
+    result, _config = token_cli("token", "create", "--user", "alice", "--role", "admin", "--role", "publisher")
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert result.stdout == token + "\n"

@@ -8,8 +8,9 @@ import random
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import socketio
@@ -101,7 +102,7 @@ def server_bus(tmp_path: Path) -> Iterator[tuple[Any, EventBus, RecordingTranspo
 
 
 def test_in_server_demo_emits_every_type_through_signals(server_bus: Any) -> None:
-    app, bus, recorder = server_bus
+    app, _bus, recorder = server_bus
     runner = start_demo(app.extensions["eventbus"], pace=0.02, rng=random.Random(11))
     try:
         recorder.wait_for(lambda evs: {e.type for e in evs} >= AGENT_TYPES | SYSTEM_TYPES | CHAT_TYPES, timeout=20)
@@ -149,7 +150,7 @@ def demo_cli(url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_demo_command_publishes_rounds_over_http(http_server: Any, tmp_path: Path) -> None:
-    url, bus, recorder = http_server
+    url, _bus, recorder = http_server
     proc = demo_cli(url, tmp_path, "--rounds", "2", "--pace", "0.01", "--no-chat")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -161,7 +162,7 @@ def test_demo_command_publishes_rounds_over_http(http_server: Any, tmp_path: Pat
 
 
 def test_demo_command_answers_chat_typed_in_the_session(http_server: Any, tmp_path: Path) -> None:
-    url, bus, recorder = http_server
+    url, _bus, recorder = http_server
     proc = demo_cli(url, tmp_path, "--rounds", "0", "--pace", "0.05")
     alice = socketio.Client(reconnection=False)
     try:

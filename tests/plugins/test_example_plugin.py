@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest

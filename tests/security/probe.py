@@ -42,7 +42,7 @@ class HealthProbe:
                 self.errors.append(type(exc).__name__)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "HealthProbe":
+    def __enter__(self) -> HealthProbe:
         self._thread.start()
         return self
 
@@ -54,7 +54,7 @@ class HealthProbe:
         if not self.samples:
             return float("inf")
         ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
     @property
     def p99_ms(self) -> float:

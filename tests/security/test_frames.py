@@ -13,8 +13,9 @@ import socket
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -59,7 +60,7 @@ class RawWebSocket:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buffer = b""
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1", f"Host: 127.0.0.1:{port}",
+        lines = ["GET /socket.io/?EIO=4&transport=websocket HTTP/1.1", f"Host: 127.0.0.1:{port}",
                  "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
                  "Sec-WebSocket-Version: 13"]
         if offer_deflate:
@@ -125,7 +126,7 @@ class RawWebSocket:
                     self.sock.sendall(piece)
                     left -= len(piece)
                     sent += len(piece)
-        except (ConnectionError, socket.timeout, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
         return sent
 
@@ -139,7 +140,7 @@ class RawWebSocket:
                     return True
         except (ConnectionError, OSError):
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def close_code(self, timeout: float = 10.0) -> int | None:
@@ -180,7 +181,7 @@ class PeakMemory:
         self.pid = pid
         self.growth_kib = 0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         reset_peak_rss(self.pid)
         self.start = peak_rss_kib(self.pid)
         return self
@@ -317,5 +318,5 @@ def test_megabyte_frames_do_not_slow_other_clients(target: ServerProcess) -> Non
 
 
 def _reply_to_unknown_namespace(ws: RawWebSocket) -> bool:
-    opcode, payload = ws.recv_frame()
+    _opcode, payload = ws.recv_frame()
     return payload.startswith(b"44/nowhere,")

@@ -10,8 +10,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -52,7 +53,7 @@ class PeakRss:
             self.peak = max(self.peak, rss_kib(self.pid))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

@@ -5,7 +5,8 @@ mode; the history budget and the pending-session expiry are checked in process t
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests

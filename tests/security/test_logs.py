@@ -6,7 +6,8 @@ line; ``X-Forwarded-For`` counts only from a configured proxy (``EVENTBUS_TRUSTE
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests

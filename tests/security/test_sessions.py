@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
-import socketio
 
 from eventbus_auth import create_token
 

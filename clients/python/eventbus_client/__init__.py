@@ -21,8 +21,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from eventbus.redact import redact_url
 
@@ -417,9 +418,7 @@ class EventBusClient:
                 stream.resync_hint = None
                 stream.held.clear()
                 stream.pending.clear()  # not delivered yet, so the resume replays them
-        if self._closed.is_set() or str(reason) == "client disconnect":
-            self._set_state("disconnected")
-        elif str(reason) == "server disconnect" and not self.reconnect_on_server_disconnect:
+        if self._closed.is_set() or str(reason) == "client disconnect" or (str(reason) == "server disconnect" and not self.reconnect_on_server_disconnect):
             self._set_state("disconnected")
         else:
             self._set_state("reconnecting")
@@ -646,7 +645,7 @@ class EventBusClient:
     def _call(self, handler: Handler, args: tuple[Any, ...]) -> None:
         try:
             handler(*args)
-        except Exception as exc:  # noqa: BLE001 - one handler must not stop the stream
+        except Exception as exc:
             log.exception("eventbus client handler %r failed", handler)
             self.last_error = exc
             if self._on_error is not None and handler is not self._on_error:

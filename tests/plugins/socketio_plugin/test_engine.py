@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import engineio
 import engineio.async_drivers.threading as threading_driver
@@ -216,7 +217,7 @@ def test_oversized_message_is_refused_with_1009_before_it_is_buffered() -> None:
 
 def test_message_fragments_count_towards_the_limit() -> None:
     limit = 64 * 1024
-    ws, client, _ = _bounded_server(limit)
+    _ws, client, _ = _bounded_server(limit)
     key = os.urandom(4)
     piece = _mask(b"b" * 4096, key)
     try:

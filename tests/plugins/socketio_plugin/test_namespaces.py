@@ -260,7 +260,7 @@ def test_resume_in_connect_auth(app_manager: Any) -> None:
 
 
 def test_http_api(app_manager: Any) -> None:
-    app, manager = app_manager
+    app, _manager = app_manager
     http = app.test_client()
     admin = {"Authorization": f"Bearer {token()}"}
     reader = {"Authorization": f"Bearer {token('carol', ())}"}

@@ -4,7 +4,8 @@ with webhook endpoints on a scaled-down retry schedule."""
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

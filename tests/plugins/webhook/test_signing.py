@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -17,7 +17,7 @@ def test_signature_matches_the_reference_implementation():
     secret = generate_secret()
     body = '{"type":"agent_started","data":{"note":"caf\u00e9 \u2713"}}'
     ours = signing.sign([decode_secret(secret)], "evt_1", 1700000000, body)
-    theirs = Webhook(secret).sign("evt_1", datetime.fromtimestamp(1700000000, tz=timezone.utc), body)
+    theirs = Webhook(secret).sign("evt_1", datetime.fromtimestamp(1700000000, tz=UTC), body)
     assert ours == theirs
 
 
