@@ -17,7 +17,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from eventbus.files import FILE_MODE, open_private
 from eventbus.hookspecs import hookimpl
@@ -57,7 +57,7 @@ class LogSinkTransport(Transport):
         self.rotations = 0
         self.error: str | None = None  # set while degraded
         self.last_error: str | None = None
-        self._fh: BinaryIO | None = None
+        self._fh: IO[bytes] | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._size = 0
         self._lock = threading.Lock()
@@ -95,7 +95,7 @@ class LogSinkTransport(Transport):
             self.error = None
 
     # -- the file ------------------------------------------------------------------------
-    def _ensure_open(self) -> BinaryIO:
+    def _ensure_open(self) -> IO[bytes]:
         if self._fh is None:
             fh = open_private(self.path, "ab")
             info = os.fstat(fh.fileno())

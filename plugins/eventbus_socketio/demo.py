@@ -63,7 +63,7 @@ class Publish(Protocol):
 def publish_signal(event_type: str, source: str, *, session_id: str | None = None,
                    user_id: str | None = None, **data: Any) -> None:
     """Emit like an agent: a blinker signal whose sender is the agent's name."""
-    envelope = {k: v for k, v in (("session_id", session_id), ("user_id", user_id)) if v is not None}
+    envelope: dict[str, Any] = {k: v for k, v in (("session_id", session_id), ("user_id", user_id)) if v is not None}
     signals.signal(event_type).send(source, **envelope, **data)
 
 

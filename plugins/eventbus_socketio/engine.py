@@ -277,6 +277,10 @@ def _bounded_server_class() -> type:
         """simple-websocket's server end with whole and locked sends, fair reads, no
         compression, and a reader that always wakes :meth:`receive` when it stops."""
 
+        # Set by simple-websocket's server.
+        sock: Any
+        environ: dict[str, Any]
+
         def __init__(self, environ: dict[str, Any], max_message_size: int, concurrency: Concurrency):
             self._concurrency = concurrency
             super().__init__(environ, receive_bytes=RECEIVE_BYTES, max_message_size=max_message_size,

@@ -208,7 +208,7 @@ def _query_int(name: str, default: int, minimum: int) -> int:
 
 def register_http(app: Flask, manager: SocketManager) -> None:
     bp = Blueprint("eventbus", __name__)
-    bus = manager.bus
+    bus = manager._bus
     config = bus.config
 
     def identity_from_request() -> Identity:

@@ -34,6 +34,8 @@ from .transport import SocketIOTransport, physical_room
 if TYPE_CHECKING:
     from flask import Flask
 
+    from eventbus.config import Config
+
 log = logging.getLogger("eventbus.socketio")
 
 #: Engine.IO's hard frame limit; payloads past it close the connection, so it sits well
@@ -151,8 +153,30 @@ class SocketManager:
         return out
 
     @property
-    def config(self):
-        return self.bus.config
+    def config(self) -> Config:
+        return self._bus.config
+
+    @property
+    def _bus(self) -> EventBus:
+        """The bus, given to the constructor or made by :meth:`init_app`."""
+        bus = self.bus
+        assert bus is not None, "SocketManager has no bus yet: pass bus= or call init_app(app) first"
+        return bus
+
+    @property
+    def _transport(self) -> SocketIOTransport:
+        """The Socket.IO transport, set by :meth:`init_app`."""
+        transport = self.transport
+        assert transport is not None, "SocketManager has no transport yet: call init_app(app) first"
+        return transport
+
+    @property
+    def _socketio(self) -> SocketIO:
+        """The Flask-SocketIO server, set by :meth:`init_app` when WebSockets are enabled."""
+        socketio = self.socketio
+        assert socketio is not None, ("SocketManager has no Socket.IO server: WebSockets are off "
+                                      "or init_app(app) was not called")
+        return socketio
 
     @property
     def enabled(self) -> bool:
@@ -226,13 +250,14 @@ class SocketManager:
             self.socketio.on_namespace(cls(namespace, self))
         self.pending_sessions = limit_pending_sessions(self.socketio.server, config.max_pending_sessions,
                                                        on_refused=self._pending_refused)
-        self.transport.attach(self.socketio.server)
+        transport = self._transport
+        transport.attach(self.socketio.server)
         if self.bus.started and config.async_mode != "threading":
             log.warning("the bus was started before init_app; its workers are OS threads, "
                         "not %s tasks", config.async_mode)
         self.bus.start(spawn=self.socketio.start_background_task)
         if config.batch_window_ms > 0:
-            self.socketio.start_background_task(self.transport.batch_timer)
+            self.socketio.start_background_task(transport.batch_timer)
         return self.socketio
 
     # -- auth -----------------------------------------------------------------------
@@ -245,7 +270,7 @@ class SocketManager:
                 auth = {**auth, "token": value.strip()}
         if not auth.get("token") and not auth.get("api_key"):
             raise AuthError("a token is required: connect with auth: {token}", code="unauthorized")
-        identity = self.bus.authenticate(auth, environ)
+        identity = self._bus.authenticate(auth, environ)
         if identity is None:
             raise AuthError("the token was not accepted", code="unauthorized")
         return identity
@@ -257,7 +282,7 @@ class SocketManager:
                                            remote=_remote(environ), reason=str(exc)))
 
     def require(self, conn: Connection, room: str, action: str) -> None:
-        if not self.bus.authorize(conn.identity, conn.namespace, room, action):
+        if not self._bus.authorize(conn.identity, conn.namespace, room, action):
             raise ClientError(f"{conn.identity.user_id} may not {action} in {room}", code="forbidden")
 
     # -- connections ----------------------------------------------------------------
@@ -331,13 +356,13 @@ class SocketManager:
                               code="too_many_rooms")
         first = self.presence.add(conn.namespace, room, conn.identity.user_id, conn.sid)
         start: list[int] = []
-        start_seq = getattr(self.bus.history, "start_seq", None)  # memory history only
+        start_seq = getattr(self._bus.history, "start_seq", None)  # memory history only
         on_joined: Callable[[], None] | None = None
         if after is None and start_seq is not None:
             def on_joined() -> None:  # runs in the stream, at the join point
                 start.append(start_seq(room))
-        result = self.transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch,
-                                     batched=conn.batched, on_joined=on_joined)
+        result = self._transport.join(conn.sid, conn.namespace, room, after=after, epoch=epoch,
+                                      batched=conn.batched, on_joined=on_joined)
         if result.error:
             self.presence.remove(conn.namespace, room, conn.identity.user_id, conn.sid)
             raise RuntimeError(result.error)
@@ -356,7 +381,7 @@ class SocketManager:
         log.info("join %s", _kv(sid=conn.sid, user=conn.identity.user_id,
                                 namespace=conn.namespace, room=room))
         ack: dict[str, Any] = {"ok": True, "room": room, "presence": members,
-                               "seq": seq, "epoch": self.bus.history.epoch}
+                               "seq": seq, "epoch": self._bus.history.epoch}
         if after is not None:
             ack["replayed"] = result.replayed
             ack["resync_required"] = result.resync is not None
@@ -365,7 +390,7 @@ class SocketManager:
     def leave(self, conn: Connection, room: str) -> dict[str, Any]:
         if room not in conn.rooms:
             raise ClientError(f"not in room {room!r}", code="not_in_room")
-        self.socketio.server.leave_room(conn.sid, physical_room(room, conn.batched), namespace=conn.namespace)
+        self._socketio.server.leave_room(conn.sid, physical_room(room, conn.batched), namespace=conn.namespace)
         self._left(conn, room)
         log.info("leave %s", _kv(sid=conn.sid, user=conn.identity.user_id,
                                  namespace=conn.namespace, room=room))
@@ -383,8 +408,8 @@ class SocketManager:
 
     def _presence_event(self, event_type: str, conn: Connection, room: str, members: list[str]) -> None:
         try:
-            self.bus.emit(event_type, {"user_id": conn.identity.user_id, "room": room, "presence": members},
-                          room=room, user_id=conn.identity.user_id, source="presence", origin="client")
+            self._bus.emit(event_type, {"user_id": conn.identity.user_id, "room": room, "presence": members},
+                           room=room, user_id=conn.identity.user_id, source="presence", origin="client")
         except Exception:
             log.exception("presence event %s for %s failed", event_type, clean(room))
 
@@ -419,7 +444,7 @@ class SocketManager:
         for room, last in rooms.items():
             ack = self.join(conn, room, after=last, epoch=epoch)
             results[room] = {k: ack[k] for k in ("seq", "replayed", "resync_required", "presence") if k in ack}
-        return {"ok": True, "epoch": self.bus.history.epoch, "rooms": results}
+        return {"ok": True, "epoch": self._bus.history.epoch, "rooms": results}
 
     def typing_allowed(self, user_id: str, room: str, typing: bool) -> bool:
         """At most one typing indicator per user and room per interval; a change of state
@@ -446,7 +471,7 @@ class SocketManager:
         """The status page. Public by default: counts and totals only, whatever the number
         of rooms. ``detail`` (for admins) adds ``detail``: every room with its connections,
         presence per room, retained history per room and connections per user."""
-        bus_status = self.bus.status()
+        bus_status = self._bus.status()
         members = self.room_members()
         chat_rooms = [room for room in members if namespace_for_room(room, "") == CHAT_NAMESPACE]
         public_rooms = {MONITORING_ROOM: members.get(MONITORING_ROOM, 0), ADMIN_ROOM: members.get(ADMIN_ROOM, 0),
@@ -460,7 +485,7 @@ class SocketManager:
                 worst = "degraded"
         if bus_status["redis"] is not None and bus_status["redis"]["status"] != "ok":
             worst = "degraded"
-        all_latencies = next((t["latency_ms"] for t in transports if t["name"] == "socketio"), {})
+        all_latencies: dict[str, Any] = next((t["latency_ms"] for t in transports if t["name"] == "socketio"), {})
         status: dict[str, Any] = {
             "status": worst if self.enabled else "disabled",
             "websocket_enabled": self.enabled,
@@ -476,7 +501,7 @@ class SocketManager:
             "latency_ms": all_latencies,
             "counters": {**bus_status["counters"], **self.counters},
             "refusals": dict(self.refusals),
-            "history": _history_summary(self.bus.history, bus_status["history"]),
+            "history": _history_summary(self._bus.history, bus_status["history"]),
             "pending_sessions": None if self.pending_sessions is None else self.pending_sessions.snapshot(),
             "limits": {name: getattr(self.config, name) for name in LIMIT_SETTINGS},
             "role": bus_status["role"],

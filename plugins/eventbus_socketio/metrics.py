@@ -31,7 +31,7 @@ class EventBusCollector:
 
     def collect(self) -> Iterator[Any]:
         manager = self.manager
-        bus = manager.bus
+        bus = manager._bus
 
         conns = GaugeMetricFamily("eventbus_connections", "Connected Socket.IO clients", labels=["namespace"])
         for namespace, count in manager.namespace_counts().items():
@@ -136,7 +136,7 @@ def _limit_metrics(manager: SocketManager) -> Iterator[Any]:
                                     "Engine.IO sessions not yet signed in to a namespace")
         pending.add_metric([], len(manager.pending_sessions))
         yield pending
-    stats = getattr(manager.bus.history, "stats", None)
+    stats = getattr(manager._bus.history, "stats", None)
     if callable(stats):
         figures = stats()
         retained = GaugeMetricFamily("eventbus_history_retained", "Retained history", labels=["what"])

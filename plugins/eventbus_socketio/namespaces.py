@@ -51,6 +51,12 @@ def error_ack(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
+def _sid() -> str:
+    """The Socket.IO session id of the client being handled (Flask-SocketIO sets it on
+    the request of every event)."""
+    return request.sid  # type: ignore[attr-defined]  # set by Flask-SocketIO; Flask does not declare it
+
+
 def _require_dict(data: Any, event: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ClientError(f"{event} expects a JSON object", code="invalid_payload")
@@ -70,7 +76,7 @@ class EventBusNamespace(Namespace):
 
     default_room: str | None = None
     #: client events this namespace answers; anything else gets ``unknown_event``.
-    client_events = ("join_room", "leave_room", "resume")
+    client_events: tuple[str, ...] = ("join_room", "leave_room", "resume")
 
     def __init__(self, namespace: str, manager: SocketManager):
         super().__init__(namespace)
@@ -85,7 +91,7 @@ class EventBusNamespace(Namespace):
             return super().trigger_event(event, *args)
         sid = args[0] if args else None
         manager = self.manager
-        conn = manager.connections.get(sid)
+        conn = manager.connections.get(sid) if sid is not None else None
         if conn is None:
             return error_ack("unauthorized", "not connected")
         if isinstance(event, InvalidPacket):  # refused while decoding (packets.py)
@@ -124,13 +130,13 @@ class EventBusNamespace(Namespace):
         auth = auth if isinstance(auth, dict) else {}
         try:
             identity = manager.authenticate(auth, environ)
-            if not manager.bus.authorize(identity, self.namespace, None, "connect"):
+            if not manager._bus.authorize(identity, self.namespace, None, "connect"):
                 raise AuthError(f"{identity.user_id} may not connect to {self.namespace}", code="forbidden")
         except AuthError as exc:
             manager.auth_failed(self.namespace, exc, environ)
             raise Refused(exc) from None
         try:
-            conn = manager.connected(request.sid, self.namespace, identity, environ,
+            conn = manager.connected(_sid(), self.namespace, identity, environ,
                                      batched=auth.get("batch") is True)
         except ClientError as exc:  # a limit (too_many_connections): refused, counted
             manager.connect_refused(self.namespace, identity, exc.code, environ)
@@ -138,7 +144,7 @@ class EventBusNamespace(Namespace):
         try:
             self._enter_rooms(conn, auth.get("resume"))
         except Exception:
-            manager.disconnected(request.sid, "connect failed")  # give back the user's slot
+            manager.disconnected(_sid(), "connect failed")  # give back the user's slot
             raise
 
     def _enter_rooms(self, conn: Connection, resume: Any) -> None:
@@ -157,28 +163,28 @@ class EventBusNamespace(Namespace):
                 manager.refuse(conn, "resume", exc.code)
                 self.socketio.server.emit(
                     "error", {"code": exc.code, "message": f"resume in connect refused: {exc}"},
-                    to=request.sid, namespace=self.namespace, ignore_queue=True)
+                    to=_sid(), namespace=self.namespace, ignore_queue=True)
                 if self.default_room and self.default_room not in conn.rooms:
                     manager.join(conn, self.default_room)
 
     def on_disconnect(self, reason: Any = None) -> None:
-        self.manager.disconnected(request.sid, reason)
+        self.manager.disconnected(_sid(), reason)
 
     # -- rooms ----------------------------------------------------------------------
     def on_join_room(self, data: Any) -> dict[str, Any]:
         data = _require_dict(data, "join_room")
         room = validate_room(data.get("room"))
-        conn = self.manager.connections[request.sid]
+        conn = self.manager.connections[_sid()]
         return self.manager.join(conn, room, after=_opt_seq(data.get("after"), "after"),
                                  epoch=data.get("epoch"))
 
     def on_leave_room(self, data: Any) -> dict[str, Any]:
         data = _require_dict(data, "leave_room")
         room = validate_room(data.get("room"))
-        return self.manager.leave(self.manager.connections[request.sid], room)
+        return self.manager.leave(self.manager.connections[_sid()], room)
 
     def on_resume(self, data: Any) -> dict[str, Any]:
-        return self.manager.resume(self.manager.connections[request.sid], _require_dict(data, "resume"))
+        return self.manager.resume(self.manager.connections[_sid()], _require_dict(data, "resume"))
 
 
 class ChatNamespace(EventBusNamespace):
@@ -200,14 +206,14 @@ class ChatNamespace(EventBusNamespace):
         if len(message) > limit:
             raise ClientError(f"message is {len(message)} characters; the limit is {limit}",
                               code="payload_too_large")
-        conn = self.manager.connections[request.sid]
+        conn = self.manager.connections[_sid()]
         self.manager.require(conn, room, "publish")
         extra = data.get("metadata")
         payload: dict[str, Any] = {"message": message}
         if extra is not None:
             payload["metadata"] = _require_dict(extra, "metadata")
-        event = self.manager.bus.emit("chat_message", payload, session_id=session_id,
-                                      user_id=conn.identity.user_id, source="client", origin="client")
+        event = self.manager._bus.emit("chat_message", payload, session_id=session_id,
+                                       user_id=conn.identity.user_id, source="client", origin="client")
         if event is None:
             return {"ok": True, "dropped": True}
         return {"ok": True, "id": event.id, "seq": event.seq, "room": room}
@@ -218,13 +224,13 @@ class ChatNamespace(EventBusNamespace):
         typing = data.get("typing", True)
         if not isinstance(typing, bool):
             raise ClientError("typing must be true or false", code="invalid_payload")
-        conn = self.manager.connections[request.sid]
+        conn = self.manager.connections[_sid()]
         self.manager.require(conn, room, "publish")
         if not self.manager.typing_allowed(conn.identity.user_id, room, typing):
             return {"ok": True, "throttled": True}
-        self.manager.bus.emit("typing_indicator", {"typing": typing, "user": conn.identity.user_id},
-                              session_id=session_id, user_id=conn.identity.user_id,
-                              source="client", origin="client")
+        self.manager._bus.emit("typing_indicator", {"typing": typing, "user": conn.identity.user_id},
+                               session_id=session_id, user_id=conn.identity.user_id,
+                               source="client", origin="client")
         return {"ok": True}
 
 

@@ -47,6 +47,10 @@ class EventBusPacket(packet.Packet):
     """
 
     max_depth: int = DEFAULT_MAX_JSON_DEPTH
+    # Set by the stock packet's constructor and decoder.
+    packet_type: int
+    data: Any
+    attachment_count: int
 
     def decode(self, encoded_packet: Any) -> int:
         """Decode as the stock packet does; on a refusal, keep the type, namespace and ack

@@ -60,6 +60,20 @@ class SocketIOTransport(Transport):
         self._pending: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._pending_since = 0.0
 
+    @property
+    def _bus(self) -> EventBus:
+        """The bus that started this transport."""
+        bus = self.bus
+        assert bus is not None, "the socketio transport has not been started by a bus"
+        return bus
+
+    @property
+    def _worker(self) -> TransportWorker:
+        """The worker that feeds this transport, found when the bus starts it."""
+        worker = self.worker
+        assert worker is not None, "the socketio transport has not been started by a bus"
+        return worker
+
     def attach(self, server: Any) -> None:
         self.server = server
 
@@ -74,7 +88,7 @@ class SocketIOTransport(Transport):
         if self.server is not None:
             rooms = self.server.manager.rooms
             envelope = None
-            for namespace, room in self.bus.registry.deliveries(event):
+            for namespace, room in self._bus.registry.deliveries(event):
                 members = rooms.get(namespace)
                 if not members:
                     continue
@@ -106,11 +120,11 @@ class SocketIOTransport(Transport):
     def batch_timer(self) -> None:
         """Flush batches when no further event arrives within the window (runs while the
         bus runs; the flush itself happens in the worker, between events)."""
-        while not self.bus.closed:
+        while not self._bus.closed:
             due = self._pending_since + self.batch_window if self._pending else 0.0
             time.sleep(max(0.001, due - time.monotonic()) if due else self.batch_window / 2)
             if self._pending and time.monotonic() >= self._pending_since + self.batch_window:
-                self.worker.call_soon(self._flush_if_due)
+                self._worker.call_soon(self._flush_if_due)
 
     def _flush_if_due(self) -> None:
         if self._pending and time.monotonic() - self._pending_since >= self.batch_window:
@@ -159,7 +173,7 @@ class SocketIOTransport(Transport):
             finally:
                 result.done.set()
 
-        if self.worker is None or not self.bus.started:
+        if self.worker is None or not self._bus.started:
             run()  # no stream yet: nothing can interleave
         else:
             self.worker.call_soon(run)
@@ -173,7 +187,7 @@ class SocketIOTransport(Transport):
         if batched and self._pending:
             self.flush_batches()  # the replay below must not overtake what is waiting
         server.enter_room(sid, physical_room(room, batched and bool(self.batch_window)), namespace=namespace)
-        history = self.bus.history
+        history = self._bus.history
         sent = self.last_sent.get(room, 0)
         result.seq = sent
         if after is None or (after == sent and epoch in (None, history.epoch)):

@@ -406,7 +406,8 @@ class Outbox:
         ``ident`` is a row id or an event id; ``None`` means every dead letter (of
         ``endpoint`` when given). Returns how many rows were rescheduled."""
         now = time.time() if now is None else now
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if ident is None:
             clauses.append("status = 'dead'")
         elif str(ident).isdigit():

@@ -172,7 +172,7 @@ def parse_endpoint(raw: Mapping[str, Any], index: int) -> Endpoint:
         raise ConfigError(f"{label}: 'name' must be 1-64 letters, digits or _.-, got {name!r}")
     url = raw.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if not isinstance(url, str) or parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{label}: 'url' must be an http:// or https:// URL with a host, "
                           f"got {redact_url(url) if isinstance(url, str) else repr(url)}")
     try:

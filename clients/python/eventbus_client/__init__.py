@@ -540,7 +540,8 @@ class EventBusClient:
             return
         if event == "resync_required" and isinstance(payload, dict):
             with self._lock:
-                stream = self._rooms.get(payload.get("room"))
+                room: Any = payload.get("room")  # as the server sent it: not always a str
+                stream = self._rooms.get(room)
                 if stream is not None:
                     if stream.confirmed and not stream.resyncing:
                         self._start_resync(payload["room"], stream, payload.get("epoch"), payload.get("latest_seq"))
@@ -554,7 +555,8 @@ class EventBusClient:
         with self._lock:
             stream = None
             if isinstance(envelope, dict) and isinstance(envelope.get("seq"), int):
-                stream = self._rooms.get(envelope.get("room"))
+                room: Any = envelope.get("room")  # as the server sent it: not always a str
+                stream = self._rooms.get(room)
             if stream is None:  # no seq (ephemeral, or Redis away), a room not followed, not an envelope
                 self._deliver_untracked(event_type, envelope, args)
             elif not stream.confirmed or stream.resyncing:
@@ -672,13 +674,14 @@ class EventBusClient:
                 return
             now = page["epoch"] if page is not None else epoch
             new_epoch = previous_epoch is not None and now is not None and now != previous_epoch
-            info = {"room": room, "epoch": None, "previous_epoch": previous_epoch, "fetched": len(fetched),
-                    "lost": 0, "unverified": 0, "gaps": [], "complete": True}
+            info: dict[str, Any] = {"room": room, "epoch": None, "previous_epoch": previous_epoch,
+                                    "fetched": len(fetched), "lost": 0, "unverified": 0, "gaps": [],
+                                    "complete": True}
             if new_epoch:
                 # Events of the old epoch received ahead of a gap are real events not yet
                 # delivered: deliver them before switching. What they skipped cannot be
                 # checked any more (that history is gone), so it counts as unverified.
-                old = {"gaps": [], "lost": 0, "unverified": 0}
+                old: dict[str, Any] = {"gaps": [], "lost": 0, "unverified": 0}
                 self._skip_to(stream, max(stream.pending, default=0), old, verified=False)
                 info["unverified"] += old["unverified"]
                 stream.last = 0
