@@ -13,7 +13,7 @@ from .events import (
     InvalidEventError,
 )
 from .hookspecs import hookimpl
-from .identity import AuthError, Identity
+from .identity import AuthError, Identity, RequestContext
 from .transport import Transport
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "EventTypeSpec",
     "Identity",
     "InvalidEventError",
+    "RequestContext",
     "Transport",
     "__version__",
     "hookimpl",

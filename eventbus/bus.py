@@ -23,7 +23,7 @@ from .config import Config
 from .events import Event, EventBusError, EventRegistry, EventTypeSpec, check_data
 from .forwarder import TOKEN_ROLES, TOKEN_TTL, TOKEN_USER, Forwarder
 from .history import MemoryHistory
-from .identity import Identity
+from .identity import Identity, RequestContext
 from .plugins import PluginManager, create_plugin_manager
 from .redact import clean
 from .redis_streams import RedisUnavailable  # redis itself is imported only when configured
@@ -545,11 +545,15 @@ class EventBus:
             self._submit_redis(event, local_fanout=False)
 
     # -- auth -----------------------------------------------------------------------
-    def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None) -> Identity | None:
-        """Ask the ``eventbus_authenticate`` strategies; ``None`` when none recognises ``auth``.
-        Strategies may raise :class:`~eventbus.identity.AuthError`."""
-        identity: Identity | None = self.pm.hook.eventbus_authenticate(auth=dict(auth or {}),
-                                                                       environ=environ or {})
+    def authenticate(self, auth: Mapping[str, Any] | None, environ: Mapping[str, Any] | None = None,
+                     request: RequestContext | None = None) -> Identity | None:
+        """Ask the ``eventbus_authenticate`` strategies; ``None`` when none recognises the
+        request. Strategies may raise :class:`~eventbus.identity.AuthError`. Without a
+        ``request``, one is read from ``environ`` (transport ``api``)."""
+        if request is None:
+            request = RequestContext.from_environ(environ or {}, "api")
+        identity: Identity | None = self.pm.hook.eventbus_authenticate(
+            auth=dict(auth or {}), environ=environ or {}, request=request)
         return identity
 
     def authorize(self, identity: Identity, namespace: str, room: str | None, action: str) -> bool:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .events import Event, EventTypeSpec
-    from .identity import Identity
+    from .identity import Identity, RequestContext
     from .transport import Transport
 
 PROJECT = "eventbus"
@@ -53,14 +53,27 @@ def eventbus_register_transports(register: Callable[[Transport], None], config: 
 
 
 @hookspec(firstresult=True)
-def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
-    """Turn credentials into an identity. The first non-``None`` answer wins.
+def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any],
+                          request: RequestContext) -> Identity | None:
+    """Turn a request into an identity. The first non-``None`` answer wins.
+
+    Every request reaches the strategies, with or without a token, so a strategy may
+    authenticate by a session cookie, a header set by a trusted proxy or a client
+    certificate. Order: plugins' strategies first (pluggy calls the last registered
+    first; ``tryfirst=True`` moves one ahead), the built-in strategies of ``eventbus_auth``
+    (API keys, identity-provider JWTs, ``EVENTBUS_AUTH_VALIDATOR``, eventbus's own JWTs)
+    last, so a built-in check never refuses a token that a plugin would have accepted.
+    When no strategy answers, the request is refused ``unauthorized``.
 
     :param auth: the client's credentials: the Socket.IO ``auth`` payload, or
-        ``{"token": ...}`` from an ``Authorization: Bearer`` header.
-    :param environ: the WSGI environ of the request (headers, remote address).
+        ``{"token": ...}`` from an ``Authorization: Bearer`` header; empty when the client
+        sent none.
+    :param environ: the WSGI environ of the request, when there is one.
+    :param request: the request as any client transport gives it: ``transport``,
+        ``headers`` (lower-case names), ``cookies``, ``query``, ``remote_addr``, ``path``
+        (:class:`~eventbus.identity.RequestContext`).
     :return: an :class:`~eventbus.identity.Identity`, or ``None`` when this strategy does
-        not recognise the credentials. Raise :class:`~eventbus.identity.AuthError` to refuse
+        not recognise the request. Raise :class:`~eventbus.identity.AuthError` to refuse
         outright (``token_expired``, ``unauthorized``).
     """
 

@@ -25,7 +25,7 @@ def eventbus_configure(config: "Config") -> None:
     module_plugin.eventbus_configure(config=config)
 
 
-@hookimpl
+@hookimpl(trylast=True)  # plugins' strategies first: see the hook's contract
 def eventbus_authenticate(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> "Identity | None":
     return module_plugin.eventbus_authenticate(auth=auth, environ=environ)
 

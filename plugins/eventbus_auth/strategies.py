@@ -143,7 +143,7 @@ class AuthPlugin:
         self.sessions = SessionRules.from_config(config)
         self.jwks = JwksStrategy.from_config(config, known_roles(config))
 
-    @hookimpl
+    @hookimpl(trylast=True)  # plugins' strategies first: see the hook's contract
     def eventbus_authenticate(self, auth: Mapping[str, Any], environ: Mapping[str, Any]) -> Identity | None:
         if self.config is None:
             return None

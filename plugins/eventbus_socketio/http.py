@@ -25,7 +25,7 @@ from eventbus.events import (
     parse_json,
     validate_room,
 )
-from eventbus.identity import AuthError, Identity
+from eventbus.identity import AuthError, Identity, RequestContext
 
 from .metrics import render_metrics
 
@@ -212,11 +212,14 @@ def register_http(app: Flask, manager: SocketManager) -> None:
     config = bus.config
 
     def identity_from_request() -> Identity:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("send Authorization: Bearer <token>", code="unauthorized")
-        identity = bus.authenticate({"token": token.strip()}, request.environ)
+        """The caller, from an ``Authorization: Bearer`` token or whatever else a strategy
+        accepts in the request (a session cookie, a proxy's header)."""
+        context = RequestContext.from_environ(request.environ, "http")
+        bearer = context.bearer_token()
+        identity = bus.authenticate({"token": bearer} if bearer else {}, request.environ, context)
         if identity is None:
+            if not bearer:
+                raise AuthError("send Authorization: Bearer <token>", code="unauthorized")
             raise AuthError("the token was not accepted", code="unauthorized")
         return identity
 

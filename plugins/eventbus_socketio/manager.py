@@ -22,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from eventbus.bus import EventBus
 from eventbus.events import ADMIN_ROOM, CHAT_NAMESPACE, MONITORING_ROOM, namespace_for_room, validate_room
-from eventbus.identity import AuthError, Identity
+from eventbus.identity import AuthError, Identity, RequestContext
 from eventbus.redact import clean
 
 from .namespaces import NAMESPACE_CLASSES, ClientError
@@ -262,16 +262,18 @@ class SocketManager:
 
     # -- auth -----------------------------------------------------------------------
     def authenticate(self, auth: dict[str, Any], environ: dict[str, Any]) -> Identity:
-        """Token from the ``auth`` payload or an ``Authorization: Bearer`` header."""
+        """Ask the auth strategies about a Socket.IO connect: the ``auth`` payload (a token
+        in it, or in an ``Authorization: Bearer`` header) and the request itself (cookies,
+        headers, query), so strategies that need no token see it too."""
+        request = RequestContext.from_environ(environ, "socketio")
         if not auth.get("token") and not auth.get("api_key"):
-            header = environ.get("HTTP_AUTHORIZATION", "")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                auth = {**auth, "token": value.strip()}
-        if not auth.get("token") and not auth.get("api_key"):
-            raise AuthError("a token is required: connect with auth: {token}", code="unauthorized")
-        identity = self._bus.authenticate(auth, environ)
+            bearer = request.bearer_token()
+            if bearer:
+                auth = {**auth, "token": bearer}
+        identity = self._bus.authenticate(auth, environ, request)
         if identity is None:
+            if not auth.get("token") and not auth.get("api_key"):
+                raise AuthError("a token is required: connect with auth: {token}", code="unauthorized")
             raise AuthError("the token was not accepted", code="unauthorized")
         return identity
 
