@@ -271,6 +271,11 @@ class Config:
     allow_any_origin: bool = False
     async_mode: str = "threading"
     redis_url: str | None = None
+    redis_prefix: str = "{eventbus}"  # key prefix: several deployments can share one Redis
+    redis_claim_idle: float = 5.0  # seconds: a dead server's ingest partitions move on within it
+    redis_buffer: int = 10000  # events held per process while Redis is away
+    redis_fanout_maxlen: int = 100000
+    redis_ingest_maxlen: int = 100000
     history_size: int = 1000
     history_max_age: float = 3600.0
     load_plugins: list[str] | None = None  # None: every installed plugin
@@ -418,6 +423,11 @@ class Config:
         setv("async_mode", ("WEBSOCKET_ASYNC_MODE",),
              lambda n, v: _parse_choice(n, v, ASYNC_MODES))
         setv("redis_url", ("EVENTBUS_REDIS_URL",), ident)
+        setv("redis_prefix", ("EVENTBUS_REDIS_PREFIX",), lambda n, v: str(v).strip() or "{eventbus}")
+        setv("redis_claim_idle", ("EVENTBUS_REDIS_CLAIM_IDLE",), lambda n, v: _parse_float(n, v, 0.3))
+        setv("redis_buffer", ("EVENTBUS_REDIS_BUFFER",), lambda n, v: _parse_int(n, v, 1))
+        setv("redis_fanout_maxlen", ("EVENTBUS_REDIS_FANOUT_MAXLEN",), lambda n, v: _parse_int(n, v, 100))
+        setv("redis_ingest_maxlen", ("EVENTBUS_REDIS_INGEST_MAXLEN",), lambda n, v: _parse_int(n, v, 100))
         setv("history_size", ("EVENTBUS_HISTORY_SIZE",), lambda n, v: _parse_int(n, v, 1))
         setv("history_max_age", ("EVENTBUS_HISTORY_MAX_AGE",), lambda n, v: _parse_float(n, v, 1))
         setv("disable_plugins", ("EVENTBUS_DISABLE_PLUGINS",), lambda n, v: _parse_list(v))

@@ -310,8 +310,7 @@ class RedisLink:
 
         self.redis = redis
         self.errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-        env = config.env or {}
-        self.prefix = prefix or env.get("EVENTBUS_REDIS_PREFIX") or "{eventbus}"
+        self.prefix = prefix or config.redis_prefix
         self.url = config.redis_url
         # No retries inside redis-py: every loop here retries on its own terms, and a script
         # retried blindly after a lost reply would run twice.
@@ -325,11 +324,11 @@ class RedisLink:
             for name in ("fanout", "ingest")
         }
         self.history_size = config.history_size
-        self.fanout_size = int(env.get("EVENTBUS_REDIS_FANOUT_MAXLEN", "100000"))
-        self.ingest_size = int(env.get("EVENTBUS_REDIS_INGEST_MAXLEN", "100000"))
+        self.fanout_size = config.redis_fanout_maxlen
+        self.ingest_size = config.redis_ingest_maxlen
         #: an ingest partition's lease: a dead server's partitions move on within it
-        self.lease_ms = max(300, int(float(env.get("EVENTBUS_REDIS_CLAIM_IDLE", "5")) * 1000))
-        self.buffer_size = int(env.get("EVENTBUS_REDIS_BUFFER", "10000"))
+        self.lease_ms = max(300, int(config.redis_claim_idle * 1000))
+        self.buffer_size = config.redis_buffer
         self.partitions = INGEST_PARTITIONS
         self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._script = self.client.register_script(PUBLISH_LUA)

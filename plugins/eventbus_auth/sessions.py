@@ -251,7 +251,7 @@ class SessionRules:
             return None
         ttl = max(OWNER_TTL, float(config.history_max_age))
         if config.redis_url:
-            prefix = (config.env or {}).get("EVENTBUS_REDIS_PREFIX") or "{eventbus}"
+            prefix = config.redis_prefix
             return cls(RedisOwners(config.redis_url, prefix, ttl))
         return cls(MemoryOwners(ttl))
 

@@ -31,6 +31,11 @@ BAD_VALUES = [
     ("EVENTBUS_WEBHOOKS", "not json"),
     ("EVENTBUS_WEBHOOKS", '{"url": "https://x"}'),
     ("EVENTBUS_CONFIG", "/no/such/eventbus.toml"),
+    ("EVENTBUS_REDIS_BUFFER", "ten"),
+    ("EVENTBUS_REDIS_BUFFER", "0"),
+    ("EVENTBUS_REDIS_CLAIM_IDLE", "soon"),
+    ("EVENTBUS_REDIS_FANOUT_MAXLEN", "lots"),
+    ("EVENTBUS_REDIS_INGEST_MAXLEN", "-5"),
 ]
 
 

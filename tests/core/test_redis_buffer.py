@@ -24,8 +24,7 @@ def link():
 
     url = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = "{ebtest-" + uuid.uuid4().hex[:10] + "}"
-    instance = RedisLink(Config(redis_url=url, env={"EVENTBUS_REDIS_BUFFER": "3",
-                                                    "EVENTBUS_REDIS_PREFIX": prefix}))
+    instance = RedisLink(Config(redis_url=url, redis_buffer=3, redis_prefix=prefix))
     yield instance
     keys = list(instance.client.scan_iter(match=prefix + "*"))
     if keys:
@@ -134,7 +133,7 @@ def _server(prefix: str):
     from eventbus.redis_streams import RedisLink
 
     url = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    return RedisLink(Config(redis_url=url, env={"EVENTBUS_REDIS_PREFIX": prefix, "EVENTBUS_REDIS_CLAIM_IDLE": "5"}))
+    return RedisLink(Config(redis_url=url, redis_prefix=prefix, redis_claim_idle=5))
 
 
 def test_partitions_are_shared_and_fenced(link) -> None:
@@ -186,7 +185,7 @@ def test_health_is_degraded_while_redis_is_away_or_events_wait(link, tmp_path, d
     import eventbus_auth
 
     config = Config(redis_url=link.url, secret_key="s" * 48, data_dir=str(tmp_path / "data"),
-                    health_degraded_status=degraded_status, env={"EVENTBUS_REDIS_PREFIX": link.prefix})
+                    health_degraded_status=degraded_status, redis_prefix=link.prefix)
     bus = EventBus(config, plugins=[eventbus_auth, eventbus_socketio], load_entrypoints=False)
     try:
         http = eventbus_socketio.create_app(bus=bus).test_client()
