@@ -23,7 +23,7 @@ from .config import Config
 from .events import Event, EventBusError, EventRegistry, EventTypeSpec, check_data
 from .forwarder import TOKEN_ROLES, TOKEN_TTL, TOKEN_USER, Forwarder
 from .history import MemoryHistory
-from .identity import Identity, RequestContext
+from .identity import AuthError, Identity, RequestContext
 from .plugins import PluginManager, create_plugin_manager
 from .redact import clean
 from .redis_streams import RedisUnavailable  # redis itself is imported only when configured
@@ -554,6 +554,25 @@ class EventBus:
             request = RequestContext.from_environ(environ or {}, "api")
         identity: Identity | None = self.pm.hook.eventbus_authenticate(
             auth=dict(auth or {}), environ=environ or {}, request=request)
+        return identity
+
+    def identify(self, request: RequestContext, auth: Mapping[str, Any] | None = None) -> Identity:
+        """The caller of ``request``: its credentials (``auth``, else an ``Authorization:
+        Bearer`` token) and the request itself, put to the ``eventbus_authenticate``
+        strategies. Raises :class:`~eventbus.identity.AuthError` (``unauthorized``) when
+        none accepts it, saying whether credentials were missing or not accepted."""
+        credentials = dict(auth or {})
+        if not credentials.get("token") and not credentials.get("api_key"):
+            bearer = request.bearer_token()
+            if bearer:
+                credentials["token"] = bearer
+        identity = self.authenticate(credentials, request.environ, request)
+        if identity is None:
+            if not credentials.get("token") and not credentials.get("api_key"):
+                hint = ("connect with auth: {token}" if request.transport == "socketio"
+                        else "send Authorization: Bearer <token>")
+                raise AuthError(f"a token is required: {hint}", code="unauthorized")
+            raise AuthError("the token was not accepted", code="unauthorized")
         return identity
 
     def authorize(self, identity: Identity, namespace: str, room: str | None, action: str) -> bool:

@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from .bus import EventBus
     from .config import Config
     from .events import Event, EventTypeSpec
     from .identity import Identity, RequestContext
@@ -119,6 +120,21 @@ def eventbus_event(event: Event) -> bool | None:
     :return: ``False`` to drop the event (counted as ``dropped_by_hook``); anything else
         keeps it. Wrappers (``@hookimpl(wrapper=True)``) get the list of results from
         ``yield`` and may return ``[False]`` to drop.
+    """
+
+
+@hookspec
+def eventbus_register_routes(app: Any, bus: EventBus) -> None:
+    """Add HTTP endpoints to the server's web app, on the same port as everything else.
+
+    Called once per app by the server (``eventbus serve``, or ``SocketManager.init_app`` in
+    your own Flask app), after the built-in routes. Register routes or a blueprint on
+    ``app``; sign callers in with ``bus.identify(RequestContext.from_environ(
+    flask.request.environ, "http"))``, which asks the ``eventbus_authenticate`` strategies
+    and raises :class:`~eventbus.identity.AuthError` when none accepts the request.
+
+    :param app: the Flask application.
+    :param bus: the :class:`~eventbus.bus.EventBus` the app serves.
     """
 
 

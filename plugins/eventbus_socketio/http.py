@@ -214,14 +214,7 @@ def register_http(app: Flask, manager: SocketManager) -> None:
     def identity_from_request() -> Identity:
         """The caller, from an ``Authorization: Bearer`` token or whatever else a strategy
         accepts in the request (a session cookie, a proxy's header)."""
-        context = RequestContext.from_environ(request.environ, "http")
-        bearer = context.bearer_token()
-        identity = bus.authenticate({"token": bearer} if bearer else {}, request.environ, context)
-        if identity is None:
-            if not bearer:
-                raise AuthError("send Authorization: Bearer <token>", code="unauthorized")
-            raise AuthError("the token was not accepted", code="unauthorized")
-        return identity
+        return bus.identify(RequestContext.from_environ(request.environ, "http"))
 
     @bp.errorhandler(AuthError)
     def _auth_error(exc: AuthError) -> Any:

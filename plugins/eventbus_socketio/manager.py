@@ -195,6 +195,7 @@ class SocketManager:
 
         register_http(app, self)
         register_dashboard(app, self)
+        self.bus.pm.hook.eventbus_register_routes(app=app, bus=self.bus)
         try:
             self.transport = self.bus.transport("socketio")  # type: ignore[assignment]
         except KeyError:
@@ -265,17 +266,7 @@ class SocketManager:
         """Ask the auth strategies about a Socket.IO connect: the ``auth`` payload (a token
         in it, or in an ``Authorization: Bearer`` header) and the request itself (cookies,
         headers, query), so strategies that need no token see it too."""
-        request = RequestContext.from_environ(environ, "socketio")
-        if not auth.get("token") and not auth.get("api_key"):
-            bearer = request.bearer_token()
-            if bearer:
-                auth = {**auth, "token": bearer}
-        identity = self._bus.authenticate(auth, environ, request)
-        if identity is None:
-            if not auth.get("token") and not auth.get("api_key"):
-                raise AuthError("a token is required: connect with auth: {token}", code="unauthorized")
-            raise AuthError("the token was not accepted", code="unauthorized")
-        return identity
+        return self._bus.identify(RequestContext.from_environ(environ, "socketio"), auth)
 
     def auth_failed(self, namespace: str, exc: AuthError, environ: dict[str, Any]) -> None:
         self.counters["auth_failures"] += 1
