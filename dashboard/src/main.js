@@ -162,9 +162,46 @@ function onAgentEvent(env) {
       timelineRow(env, h("span", {}, h("b", {}, str(d.from_agent)), " → ", h("b", {}, str(d.to_agent)),
         d.reason ? ` — ${d.reason}` : ""));
       break;
-    default:
+    default: {
+      // A type a plugin registered: its description from the registry, and its data.
+      const spec = eventTypes.get(env.type);
+      const summary = JSON.stringify(d);
+      timelineRow(env, h("span", { title: spec ? spec.description : "" }, h("b", {}, str(env.source || env.user_id || "-")),
+        " ", summary.length > 160 ? `${summary.slice(0, 159)}…` : summary));
       break;
+    }
   }
+}
+
+// -- event types, from the server's registry --------------------------------------------
+
+/** name -> {name, category, namespace, room, description, ...} (GET /api/event-types). */
+const eventTypes = new Map();
+
+async function loadEventTypes() {
+  try {
+    const response = await fetch(`${root}/api/event-types`, { headers: { Authorization: `Bearer ${session.token}` } });
+    if (!response.ok) return;
+    for (const spec of (await response.json()).types || []) eventTypes.set(spec.name, spec);
+  } catch {
+    // The page still shows the built-in types; unknown ones appear without a description.
+  }
+}
+
+/** Renderers of the types the page draws in a place of their own; every other type on
+ * /monitoring goes to the activity timeline. */
+const MONITORING_VIEWS = {
+  health_update: (env) => onHealth(env),
+  performance_update: (env) => onPerformance(env),
+  alert_created: (env) => onAlert(env),
+  user_joined: (env) => onPresence(env),
+  user_left: (env) => onPresence(env),
+};
+
+function onMonitoring(type, env) {
+  const view = MONITORING_VIEWS[type];
+  if (view) view(env);
+  else if (env && typeof env === "object" && env.type === type) onAgentEvent(env);
 }
 
 // -- health and performance ---------------------------------------------------------------
@@ -473,13 +510,9 @@ function start(token) {
   const options = { url: origin, token: () => session.token, onError: onClientError,
                     socketOptions: { path: `${root}/socket.io/` } };
 
+  loadEventTypes();
   const monitor = track(new EventBusClient({ ...options, namespace: "/monitoring" }));
-  for (const type of ["agent_started", "agent_completed", "tool_executed", "agent_handoff"]) monitor.on(type, onAgentEvent);
-  monitor.on("health_update", onHealth);
-  monitor.on("performance_update", onPerformance);
-  monitor.on("alert_created", onAlert);
-  monitor.on("user_joined", onPresence);
-  monitor.on("user_left", onPresence);
+  monitor.on("*", onMonitoring);  // every type the server sends, plugins' included
   monitor.join("monitoring").then((ack) => ack && Array.isArray(ack.presence) && setPresence("monitoring", ack.presence), () => {});
 
   chat.client = track(new EventBusClient({ ...options, namespace: "/chat" }));

@@ -267,6 +267,18 @@ def register_http(app: Flask, manager: SocketManager) -> None:
                     raise
         return jsonify(manager.status(detail=detail))
 
+    @bp.get("/api/event-types")
+    def event_types() -> Any:
+        """Every event type this server knows, built-in and registered by plugins, as the
+        registry declares it: the live page and other clients learn names, categories,
+        namespaces and rooms here instead of keeping a list of their own."""
+        identity_from_request()
+        return jsonify({"types": [
+            {"name": spec.name, "category": spec.category, "namespace": spec.namespace, "room": spec.room,
+             "also": [list(pair) for pair in spec.also], "history": spec.history,
+             "description": spec.description, "schema": dict(spec.schema)}
+            for spec in bus.registry]})
+
     @bp.get("/api/health")
     def health() -> Any:
         """``ok`` 200; ``down`` 503 (a transport is down); ``degraded`` with

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import requests
 from eventbus.testing import wait_until
 
 from .server import ServerProcess, free_port, make_token
+from .test_redis import redis_env  # noqa: F401 - fixture: a key prefix of its own on the test Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -272,19 +272,9 @@ bus.close()
 
 
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"EVENTBUS_TEST_REDIS_URL={REDIS_URL} does not answer: {exc}")
-    prefix = "{ebtest-" + uuid.uuid4().hex[:10] + "}"
-    yield prefix
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def redis_prefix(redis_env: dict[str, str]) -> str:
+    """A key prefix of this test's own on the test Redis (removed afterwards)."""
+    return redis_env["EVENTBUS_REDIS_PREFIX"]
 
 
 @pytest.mark.redis

@@ -4,17 +4,15 @@ and across two servers sharing Redis."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
 from .server import ServerProcess
+from .test_redis import redis_env  # noqa: F401 - fixture: a key prefix of its own on the test Redis
 
-REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LIMITS = {"EVENTBUS_PUBLISH_MAX_BATCH": "5", "EVENTBUS_PUBLISH_MAX_BATCH_BYTES": "4096"}
 
 
@@ -121,22 +119,6 @@ def test_a_repeated_event_id_or_idempotency_key_is_published_once(
     events = [e for e in history(server) if e["type"] == "tool_executed"]
     assert [e["data"]["n"] for e in events] == [0, 1, 2, 3, 3]
     assert len({e["id"] for e in events}) == 5
-
-
-@pytest.fixture
-def redis_env() -> Iterator[dict[str, str]]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"EVENTBUS_TEST_REDIS_URL={REDIS_URL} does not answer: {exc}")
-    prefix = "{ebtest-" + uuid.uuid4().hex[:10] + "}"
-    yield {"EVENTBUS_REDIS_URL": REDIS_URL, "EVENTBUS_REDIS_PREFIX": prefix, "EVENTBUS_REDIS_CLAIM_IDLE": "2"}
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.mark.redis

@@ -116,3 +116,28 @@ def test_sign_in_form_and_refusal(start_server: Callable[..., ServerProcess], br
     page.press("#token", "Enter")
     page.wait_for_selector("#conn[data-state=connected]")
     assert page.locator("#whoami").inner_text() == "alice"
+
+
+def test_live_page_shows_a_type_a_plugin_registered(start_server: Callable[..., ServerProcess],
+                                                    browser_page: Any) -> None:
+    """The page takes its event types from the server: a plugin's own type, which the page's
+    code does not name, appears in the activity timeline with the registry's description."""
+    page = browser_page
+    app = Path(__file__).parent / "apps" / "typed_app.py"
+    server = start_server("threading", command=[sys.executable, str(app)])
+    token = server.token("admin", ("admin", "publisher"))
+    types = requests.get(f"{server.url}/api/event-types", headers={"Authorization": f"Bearer {token}"},
+                         timeout=10).json()["types"]
+    deploy = next(t for t in types if t["name"] == "deploy_finished")
+    assert deploy["category"] == "ops" and deploy["namespace"] == "/monitoring"
+    assert {"agent_started", "chat_message"} <= {t["name"] for t in types}
+    assert requests.get(f"{server.url}/api/event-types", timeout=10).status_code == 401
+
+    page.goto(f"{server.url}/eventbus/#token={token}")  # the page's path inside an app of your own
+    page.wait_for_selector("#conn[data-state=connected]")
+    server.publish("deploy_finished", {"service": "api", "version": "1.4.2"})
+    row = page.wait_for_selector("#timeline li[data-type=deploy_finished]")
+    assert "1.4.2" in row.inner_text()
+    assert page.evaluate("() => document.querySelector('#timeline li[data-type=deploy_finished] span[title]')"
+                         "?.getAttribute('title')") == "A deployment finished."
+    assert page.problems == [], page.problems
