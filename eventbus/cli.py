@@ -72,6 +72,36 @@ def plugins_command(state: CLIState, as_json: bool) -> None:
         click.echo(f"{failure['name']}  FAILED ({failure['source']}): {failure['error']}")
 
 
+@cli.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--markdown", is_flag=True, help="Print the Markdown table of docs/settings.md (defaults only).")
+@click.pass_obj
+def settings_command(state: CLIState, as_json: bool, markdown: bool) -> None:
+    """List every setting the core and the loaded plugins declare: variable, value, owner.
+    Values you set are marked with *; secrets are never shown."""
+    rows = state.config.settings()
+    if as_json:
+        click.echo(json.dumps({"settings": rows}, indent=2))
+        return
+    if markdown:
+        click.echo(settings_markdown(rows))
+        return
+    width = max((len(row["env"]) for row in rows), default=0)
+    for row in rows:
+        mark = "*" if row["configured"] else " "
+        click.echo(f"{row['env']:<{width}} {mark} {row['value'] or '-':<24} {row['plugin']:<18} {row['help']}")
+
+
+def settings_markdown(rows: list[dict[str, Any]]) -> str:
+    """The settings table of docs/settings.md: one row per setting, by owner."""
+    lines = ["| variable | default | plugin | what it does |", "|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["plugin"] != "eventbus", r["plugin"])):
+        default = f"`{row['default']}`" if row["default"] else "unset"
+        lines.append(f"| `{row['env']}` | {default.replace('|', '&#124;')} | {row['plugin']} | "
+                     f"{row['help'].replace('|', '&#124;')} |")
+    return "\n".join(lines)
+
+
 def build_cli(config: Config) -> tuple[click.Group, CLIState]:
     pm = create_plugin_manager(config)
     pm.hook.eventbus_register_commands(cli=cli)

@@ -6,31 +6,25 @@ what it expects. Environment variables win over the file.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
 
-from .events import DEFAULT_MAX_EVENT_BYTES, EventBusError
+from .events import DEFAULT_MAX_EVENT_BYTES
+from .settings import ConfigError as ConfigError  # re-exported: part of the public API
+from .settings import Setting, boolean, choice, describe, integer, number, text_list
 
 ASYNC_MODES = ("threading", "gevent", "eventlet")
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
 FLUSH_POLICIES = ("line", "batch", "os")
 CHAT_SESSION_POLICIES = ("private", "open")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-class ConfigError(EventBusError):
-    code = "config_error"
 
 
 def default_data_dir() -> str:
@@ -42,41 +36,23 @@ def default_data_dir() -> str:
     return platformdirs.user_data_dir("eventbus", appauthor=False)
 
 
-def _parse_bool(name: str, value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+def _parse_bool(name: str, value: Any) -> bool:
+    return boolean(name, value)
 
 
 def _parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = None
-    if number is None or number < lo or (hi is not None and number > hi):
-        limit = f"{lo}-{hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{name}: expected an integer {limit}, got {value!r}")
-    return number
+    result: int = integer(lo, hi)(name, value)
+    return result
 
 
 def _parse_float(name: str, value: Any, lo: float) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        number = None
-    if number is None or number < lo:
-        raise ConfigError(f"{name}: expected a number >= {lo}, got {value!r}")
-    return number
+    result: float = number(lo)(name, value)
+    return result
 
 
 def _parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-    return text
+    result: str = choice(*choices)(name, value)
+    return result
 
 
 def _parse_secret(name: str, value: Any) -> str:
@@ -88,57 +64,7 @@ def _parse_secret(name: str, value: Any) -> str:
 
 
 def _parse_list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-_ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def _parse_roles(name: str, value: Any) -> list[str]:
-    """Role names, comma-separated: letters, digits and ``_.:-``."""
-    roles = _parse_list(value)
-    for role in roles:
-        if not _ROLE_NAME.fullmatch(role):
-            raise ConfigError(f"{name}: expected role names of letters, digits and _.:- "
-                              f"(comma-separated), got {role!r}")
-    return roles
-
-
-def _parse_proxies(name: str, value: Any) -> list[str]:
-    """Addresses or CIDR networks, comma-separated (``10.0.0.0/8,127.0.0.1``)."""
-    import ipaddress
-
-    out = []
-    for item in _parse_list(value):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(f"{name}: expected IP addresses or CIDR networks, got {item!r}") from None
-        out.append(item)
-    return out
-
-
-#: Signature algorithms a JWKS token may use: public-key ones only (never HS*, never none).
-JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-def _parse_jwks_url(name: str, value: Any) -> str:
-    """An ``https://`` URL; ``http://`` only for ``localhost``, ``127.0.0.1`` or ``::1``."""
-    from .redact import redact_url
-
-    url = str(value).strip()
-    try:
-        parts = urlsplit(url)
-        scheme, host, _ = parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:  # a bad port or bracketed host
-        scheme, host = "", None
-    if host and (scheme == "https" or (scheme == "http" and host in _LOOPBACK_HOSTS)):
-        return url
-    raise ConfigError(f"{name}: expected an https:// URL (http:// only for localhost, 127.0.0.1 "
-                      f"or ::1), got {redact_url(url)!r}")
+    return text_list("", value)
 
 
 def _parse_server_url(name: str, value: Any) -> str:
@@ -157,119 +83,68 @@ def _parse_server_url(name: str, value: Any) -> str:
     raise ConfigError(f"{name}: expected the server's URL, like http://127.0.0.1:5050, got {redact_url(url)!r}")
 
 
-def _parse_jwt_algorithms(name: str, value: Any) -> list[str]:
-    """Comma-separated public-key algorithms (:data:`JWKS_ALGORITHMS`); HS* and ``none``
-    are refused: a token from an identity provider is signed with its private key."""
-    algorithms = _parse_list(value)
-    if not algorithms:
-        raise ConfigError(f"{name}: expected at least one of {', '.join(JWKS_ALGORITHMS)}")
-    for alg in algorithms:
-        if alg.upper().startswith("HS") or alg.lower() == "none":
-            raise ConfigError(f"{name}: {alg!r} is refused: identity-provider tokens must use a "
-                              f"public-key algorithm ({', '.join(JWKS_ALGORITHMS)}); with HS* or "
-                              "none anyone who knows the published key could sign tokens")
-        if alg not in JWKS_ALGORITHMS:
-            raise ConfigError(f"{name}: unknown algorithm {alg!r}; expected some of "
-                              f"{', '.join(JWKS_ALGORITHMS)}")
-    return algorithms
+def _ident(name: str, value: Any) -> str:
+    return str(value)
 
 
-def _parse_claim_path(name: str, value: Any) -> str:
-    """A claim name or dotted path (``sub``, ``realm_access.roles``,
-    ``https://example.com/roles``), 1 to 200 characters."""
-    path = str(value).strip()
-    if not path or len(path) > 200:
-        raise ConfigError(f"{name}: expected a claim name or dotted path (1 to 200 characters), got {path!r}")
-    return path
+#: The core's own settings (the plugins declare theirs through ``eventbus_declare_settings``).
+CORE_SETTINGS: tuple[Setting, ...] = (
+    Setting("secret_key", "EVENTBUS_SECRET_KEY", None, _parse_secret,
+            "HS256 signing key (32+ characters); unset: generated and kept in the data dir", secret=True),
+    Setting("host", "EVENTBUS_HOST", "127.0.0.1", _ident, "address eventbus serve listens on"),
+    Setting("port", "EVENTBUS_PORT", 5050, integer(0, 65535), "port for HTTP and Socket.IO (0: any free port)"),
+    Setting("data_dir", "EVENTBUS_DATA_DIR", "per-user data folder",
+            lambda n, v: os.path.expanduser(str(v)), "generated secret key, webhook outbox, server file"),
+    Setting("url", "EVENTBUS_URL", None, _parse_server_url,
+            "the server emit, tail and agents in other processes talk to (unset: the local server)"),
+    Setting("forward", "EVENTBUS_FORWARD", True, boolean,
+            "a bus that does not serve forwards its events to the server over HTTP"),
+    Setting("forward_buffer", "EVENTBUS_FORWARD_BUFFER", 10000, integer(1),
+            "events a forwarding bus keeps while the server is away"),
+    Setting("history_size", "EVENTBUS_HISTORY_SIZE", 1000, integer(1), "events kept per room for replay"),
+    Setting("history_max_age", "EVENTBUS_HISTORY_MAX_AGE", 3600.0, number(1), "seconds an event is kept for replay"),
+    Setting("history_max_rooms", "EVENTBUS_HISTORY_MAX_ROOMS", 10000, integer(1),
+            "rooms with retained events; idle rooms go first"),
+    Setting("history_max_events", "EVENTBUS_HISTORY_MAX_EVENTS", 200000, integer(1),
+            "retained events across all rooms"),
+    Setting("max_event_bytes", "EVENTBUS_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES, integer(256),
+            "largest event data, in bytes of JSON"),
+    Setting("max_json_depth", "EVENTBUS_MAX_JSON_DEPTH", 32, integer(2, 500),
+            "nesting of objects and lists in any client JSON"),
+    Setting("queue_size", "EVENTBUS_QUEUE_SIZE", 10000, integer(1), "events queued per transport"),
+    Setting("overflow", "EVENTBUS_QUEUE_OVERFLOW", "drop_oldest", choice(*OVERFLOW_POLICIES),
+            "what a full transport queue drops"),
+    Setting("publish_dedupe_size", "EVENTBUS_PUBLISH_DEDUPE_SIZE", 100000, integer(0),
+            "publisher event ids remembered for 10 minutes (without Redis)"),
+    Setting("disable_plugins", "EVENTBUS_DISABLE_PLUGINS", [], lambda n, v: _parse_list(v),
+            "installed plugins not to load"),
+    Setting("redis_url", "EVENTBUS_REDIS_URL", None, _ident, "Redis for several processes (unset: one process)",
+            secret=True),
+    Setting("redis_prefix", "EVENTBUS_REDIS_PREFIX", "{eventbus}", lambda n, v: str(v).strip() or "{eventbus}",
+            "key prefix: several deployments can share one Redis"),
+    Setting("redis_claim_idle", "EVENTBUS_REDIS_CLAIM_IDLE", 5.0, number(0.3),
+            "seconds before a dead server's ingest partitions move on"),
+    Setting("redis_buffer", "EVENTBUS_REDIS_BUFFER", 10000, integer(1), "events held per process while Redis is away"),
+    Setting("redis_fanout_maxlen", "EVENTBUS_REDIS_FANOUT_MAXLEN", 100000, integer(100),
+            "entries kept in the fan-out stream"),
+    Setting("redis_ingest_maxlen", "EVENTBUS_REDIS_INGEST_MAXLEN", 100000, integer(100),
+            "entries kept per ingest partition"),
+)
 
 
-def _parse_role_map(name: str, value: Any) -> dict[str, list[str]]:
-    """``IDP_ROLE=ROLE[+ROLE]``, comma-separated (or a TOML table ``{idp_role = "role"}``):
-    which eventbus roles each identity-provider role gives."""
-    pairs: list[tuple[str, str]] = []
-    if isinstance(value, Mapping):
-        for source, target in value.items():
-            for role in [target] if isinstance(target, str) else list(target):
-                pairs.append((str(source), str(role)))
-    else:
-        for item in _parse_list(value):
-            source, sep, target = item.rpartition("=")
-            if not sep or not source.strip() or not target.strip():
-                raise ConfigError(f"{name}: expected IDP_ROLE=ROLE pairs, comma-separated "
-                                  f"(e.g. eventbus-admin=admin,writer=publisher), got {item!r}")
-            pairs += [(source, role) for role in target.split("+")]
-    out: dict[str, list[str]] = {}
-    for source, role in pairs:
-        role = role.strip()
-        if not _ROLE_NAME.fullmatch(role):
-            raise ConfigError(f"{name}: expected eventbus role names of letters, digits and _.:-, got {role!r}")
-        roles = out.setdefault(source.strip(), [])
-        if role not in roles:
-            roles.append(role)
-    return out
-
-
-def check_jwks_settings(cfg: Config) -> None:
-    """With ``EVENTBUS_JWKS_URL``, an issuer and an audience are required and only public-key
-    algorithms are accepted; without it, an issuer or audience is a mistake (it would do
-    nothing). Raises :class:`ConfigError` naming the variable."""
-    if not cfg.jwks_url:
-        for attr, var in (("jwt_issuer", "EVENTBUS_JWT_ISSUER"), ("jwt_audience", "EVENTBUS_JWT_AUDIENCE")):
-            if getattr(cfg, attr):
-                raise ConfigError(f"{var}: set EVENTBUS_JWKS_URL too (the identity provider's keys); "
-                                  "without it no token is checked against this setting")
-        return
-    _parse_jwks_url("EVENTBUS_JWKS_URL", cfg.jwks_url)
-    _parse_jwt_algorithms("EVENTBUS_JWT_ALGORITHMS", cfg.jwt_algorithms)
-    if not cfg.jwt_issuer:
-        raise ConfigError("EVENTBUS_JWT_ISSUER: required with EVENTBUS_JWKS_URL: the exact 'iss' of "
-                          "your identity provider's tokens, e.g. https://YOUR_TENANT.auth0.com/")
-    if not cfg.jwt_audience:
-        raise ConfigError("EVENTBUS_JWT_AUDIENCE: required with EVENTBUS_JWKS_URL: the audiences "
-                          "(API identifier, client id) your tokens are issued for, comma-separated; "
-                          "'*' accepts any audience of the issuer")
-    if "*" in cfg.jwt_audience and len(cfg.jwt_audience) > 1:
-        raise ConfigError("EVENTBUS_JWT_AUDIENCE: '*' (any audience) cannot be combined with audiences")
-
-
-def _parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """``KEY=USER:ROLE+ROLE`` entries, comma-separated (or a TOML table list)."""
-    keys: dict[str, tuple[str, tuple[str, ...]]] = {}
-    entries: list[tuple[str, str, list[Any]]]
-    if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
-        entries = [(str(v.get("key", "")), str(v.get("user", "")), list(v.get("roles", [])))
-                   for v in value]
-    else:
-        entries = []
-        for item in _parse_list(value):
-            key, sep, rest = item.partition("=")
-            user, _, role_text = rest.partition(":")
-            if not sep:
-                raise ConfigError(
-                    f"{name}: expected KEY=USER[:ROLE+ROLE], comma-separated; "
-                    "an entry has no '=' (its text is not shown: it may be a key)"
-                )
-            entries.append((key, user, [r for r in role_text.split("+") if r]))
-    for key, user, roles in entries:
-        if len(key) < 16:
-            raise ConfigError(f"{name}: every API key needs at least 16 characters")
-        if not user:
-            raise ConfigError(f"{name}: every API key needs a user (KEY=USER[:ROLE+ROLE])")
-        keys[key] = (user, tuple(roles or ["publisher"]))
-    return keys
-
-
-@dataclass
+@dataclass(init=False)
 class Config:
-    """Validated settings. Build with :meth:`from_env`; tests may construct it directly."""
+    """Validated settings. Build with :meth:`from_env`; tests may construct it directly
+    (``Config(data_dir=..., client_rate=5)``: a plugin's setting given as a keyword is kept
+    for when the plugin declares it).
+
+    The core's own settings are attributes of this class; each plugin's are declared by the
+    plugin (:mod:`eventbus.settings`) and read as attributes too (``config.log_sink_path``)
+    once the plugin is loaded."""
 
     secret_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 5050
-    websocket_enabled: bool = True
-    cors_origins: list[str] = field(default_factory=list)  # empty: same origin only
-    allow_any_origin: bool = False
-    async_mode: str = "threading"
     redis_url: str | None = None
     redis_prefix: str = "{eventbus}"  # key prefix: several deployments can share one Redis
     redis_claim_idle: float = 5.0  # seconds: a dead server's ingest partitions move on within it
@@ -280,55 +155,101 @@ class Config:
     history_max_age: float = 3600.0
     load_plugins: list[str] | None = None  # None: every installed plugin
     disable_plugins: list[str] = field(default_factory=list)
-    auth_validator: str | None = None
-    api_keys: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
-    log_sink_path: str | None = None
-    log_sink_max_bytes: int = 10 * 1024 * 1024
-    log_sink_backups: int = 5
-    log_sink_flush: str = "batch"
-    webhooks: list[dict[str, Any]] = field(default_factory=list)
     data_dir: str = field(default_factory=default_data_dir)  # EVENTBUS_DATA_DIR; one per user
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     queue_size: int = 10000
     overflow: str = "drop_oldest"
-    chat_max_length: int = 4000
-    client_rate: float = 20.0  # client events per second per connection
-    client_burst: int = 40
-    typing_interval: float = 1.0  # at most one typing_indicator per user and room per interval
-    batch_window_ms: float = 0.0  # > 0: clients that ask for batches get `events` packets
-    # -- limits on what one client may hold (docs/security.md) --
     max_json_depth: int = 32  # nesting of objects and lists in any client JSON
-    max_rooms_per_connection: int = 100
-    max_resume_rooms: int = 100  # rooms in one resume (each also costs a rate-limit token)
-    max_connections_per_user: int = 50  # across namespaces, per server process
-    max_pending_sessions: int = 1000  # Engine.IO sessions not yet signed in to a namespace
     history_max_rooms: int = 10000  # rooms with retained events; idle rooms go first
     history_max_events: int = 200000  # retained events across all rooms
-    chat_sessions: str = "private"  # "private": a session belongs to its users; "open": any user
-    roles: list[str] = field(default_factory=list)  # roles beyond admin, agent, publisher
-    trusted_proxies: list[str] = field(default_factory=list)  # addresses/CIDRs whose X-Forwarded-* count
-    health_degraded_status: int = 503  # /api/health status while the backend is away or buffering
-    # -- tokens from an identity provider, verified against its JWKS (docs/security.md) --
-    jwks_url: str | None = None  # https (http only for localhost); None: strategy off
-    jwt_issuer: str | None = None  # exact `iss`; required with jwks_url
-    jwt_audience: list[str] = field(default_factory=list)  # required with jwks_url; ["*"]: any
-    jwt_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])  # asymmetric only
-    jwt_user_claim: str = "sub"  # claim path of the user id
-    jwt_roles_claim: list[str] = field(default_factory=lambda: ["roles"])  # claim paths, roles united
-    jwt_role_map: dict[str, list[str]] = field(default_factory=dict)  # IdP role -> eventbus roles
-    jwks_cache_seconds: float = 300.0
-    jwt_leeway: float = 10.0  # seconds of clock skew allowed for exp, nbf, iat
     # -- agents in other processes (eventbus/forwarder.py) and the publish API --
     url: str | None = None  # EVENTBUS_URL: the server; None: the server file, then EVENTBUS_PORT
     forward: bool = False  # a bus that does not serve forwards to the server; from_env: true
     forward_buffer: int = 10000  # events a forwarding bus keeps while the server is away
-    publish_max_batch: int = 1000  # events in one POST /api/events batch
-    publish_max_batch_bytes: int = 4 * 1024 * 1024  # body of one batch
     publish_dedupe_size: int = 100000  # publisher event ids remembered (10 min), memory history
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Attributes :meth:`from_env` took from the environment or the file (the rest are defaults).
     configured: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: Values of the settings plugins declare, by name.
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Every declared setting (the core's and the loaded plugins'), by name.
+    declared: dict[str, Setting] = field(default_factory=dict, repr=False, compare=False)
+    #: Which plugin declared each setting (``eventbus`` for the core's), by name.
+    owners: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: The top-level values of ``eventbus.toml``, by upper-case key.
+    file_values: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        for spec in fields(self):
+            if spec.name in kwargs:
+                value = kwargs.pop(spec.name)
+            elif spec.default_factory is not MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            setattr(self, spec.name, value)
+        self.values.update(kwargs)  # plugins' settings, until their plugin declares them
+        self.configured.update(kwargs)
+        for setting in CORE_SETTINGS:
+            self.declared.setdefault(setting.name, setting)
+            self.owners.setdefault(setting.name, "eventbus")
+
+    def __getattr__(self, name: str) -> Any:
+        """A plugin's setting: its value, else its declared default."""
+        if name.startswith("__") or name in ("values", "declared", "owners"):
+            raise AttributeError(name)
+        if name in self.values:
+            return self.values[name]
+        setting = self.declared.get(name)
+        if setting is not None:
+            return setting.default
+        raise AttributeError(f"no setting {name!r}: no loaded plugin declares it")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A core setting is an attribute; any other name is a plugin's setting (kept for
+        when its plugin declares it, if it has not yet)."""
+        if name in _FIELD_NAMES or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.values[name] = value
+            self.configured.add(name)
+
+    def declare(self, settings: Iterable[Setting], owner: str = "") -> None:
+        """Take ``settings`` (a plugin's declarations): each is read from the environment,
+        then the file, and validated. A setting declared before is left as it is.
+        Raises :class:`ConfigError` naming the variable of a bad value."""
+        for setting in settings:
+            if setting.name in self.declared:
+                continue
+            self.declared[setting.name] = setting
+            self.owners[setting.name] = owner or self.owners.get(setting.name, "")
+            if setting.name in self.values:
+                continue  # given when the Config was made
+            raw = self._lookup(setting)
+            if raw is not None:
+                self.values[setting.name] = setting.parse(setting.env, raw)
+                self.configured.add(setting.name)
+
+    def _lookup(self, setting: Setting) -> Any:
+        value = self.env.get(setting.env)
+        if value is not None and value != "":
+            return value
+        for key in (setting.env, setting.file_key.upper()):
+            if key in self.file_values:
+                return self.file_values[key]
+        return None
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every declared setting with its current value (secrets hidden), for ``eventbus
+        settings``."""
+        rows = []
+        for setting in self.declared.values():
+            value = self.values[setting.name] if setting.name in self.values else getattr(self, setting.name)
+            row = describe(setting, value, setting.name in self.configured)
+            row["plugin"] = self.owners.get(setting.name, "")
+            rows.append(row)
+        return rows
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The ``[plugins.<name>]`` table of ``eventbus.toml`` (empty when absent)."""
@@ -392,122 +313,21 @@ class Config:
         elif toml_path or env.get("EVENTBUS_CONFIG"):
             raise ConfigError(f"EVENTBUS_CONFIG: file not found: {path}")
 
-        def lookup(*names: str) -> Any:
-            for name in names:
-                if name in env and env[name] != "":
-                    return env[name]
-            for name in names:
-                short = name.removeprefix("EVENTBUS_").removeprefix("WEBSOCKET_")
-                for candidate in (name, short):
-                    if candidate in file_values:
-                        return file_values[candidate]
-            return None
-
-        cfg = cls(env=env, plugins=plugins)
-
-        def setv(attr: str, names: tuple[str, ...], parse: Callable[[str, Any], Any]) -> None:
-            raw = lookup(*names)
+        cfg = cls(env=env, plugins=plugins, file_values=file_values)
+        for setting in CORE_SETTINGS:
+            raw = cfg._lookup(setting)
             if raw is not None:
-                setattr(cfg, attr, parse(names[0], raw))
-                cfg.configured.add(attr)
-
-        ident = lambda n, v: str(v)  # noqa: E731
-        setv("secret_key", ("EVENTBUS_SECRET_KEY",), _parse_secret)
-        setv("host", ("EVENTBUS_HOST",), ident)
-        setv("port", ("EVENTBUS_PORT",), lambda n, v: _parse_int(n, v, 0, 65535))
-        setv("websocket_enabled", ("WEBSOCKET_ENABLED",),
-             lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
-        setv("allow_any_origin", ("EVENTBUS_ALLOW_ANY_ORIGIN",),
-             lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
-        setv("cors_origins", ("WEBSOCKET_CORS_ORIGINS",), lambda n, v: _parse_list(v))
-        setv("async_mode", ("WEBSOCKET_ASYNC_MODE",),
-             lambda n, v: _parse_choice(n, v, ASYNC_MODES))
-        setv("redis_url", ("EVENTBUS_REDIS_URL",), ident)
-        setv("redis_prefix", ("EVENTBUS_REDIS_PREFIX",), lambda n, v: str(v).strip() or "{eventbus}")
-        setv("redis_claim_idle", ("EVENTBUS_REDIS_CLAIM_IDLE",), lambda n, v: _parse_float(n, v, 0.3))
-        setv("redis_buffer", ("EVENTBUS_REDIS_BUFFER",), lambda n, v: _parse_int(n, v, 1))
-        setv("redis_fanout_maxlen", ("EVENTBUS_REDIS_FANOUT_MAXLEN",), lambda n, v: _parse_int(n, v, 100))
-        setv("redis_ingest_maxlen", ("EVENTBUS_REDIS_INGEST_MAXLEN",), lambda n, v: _parse_int(n, v, 100))
-        setv("history_size", ("EVENTBUS_HISTORY_SIZE",), lambda n, v: _parse_int(n, v, 1))
-        setv("history_max_age", ("EVENTBUS_HISTORY_MAX_AGE",), lambda n, v: _parse_float(n, v, 1))
-        setv("disable_plugins", ("EVENTBUS_DISABLE_PLUGINS",), lambda n, v: _parse_list(v))
-        setv("auth_validator", ("EVENTBUS_AUTH_VALIDATOR",), ident)
-        setv("api_keys", ("EVENTBUS_API_KEYS",), _parse_api_keys)
-        setv("log_sink_path", ("EVENTBUS_LOG_SINK_PATH",), ident)
-        setv("log_sink_max_bytes", ("EVENTBUS_LOG_SINK_MAX_BYTES",), lambda n, v: _parse_int(n, v, 1024))
-        setv("log_sink_backups", ("EVENTBUS_LOG_SINK_BACKUPS",), lambda n, v: _parse_int(n, v, 0, 1000))
-        setv("log_sink_flush", ("EVENTBUS_LOG_SINK_FLUSH",),
-             lambda n, v: _parse_choice(n, v, FLUSH_POLICIES))
-        setv("data_dir", ("EVENTBUS_DATA_DIR",), lambda n, v: os.path.expanduser(str(v)))
-        setv("max_event_bytes", ("EVENTBUS_MAX_EVENT_BYTES",), lambda n, v: _parse_int(n, v, 256))
-        setv("queue_size", ("EVENTBUS_QUEUE_SIZE",), lambda n, v: _parse_int(n, v, 1))
-        setv("overflow", ("EVENTBUS_QUEUE_OVERFLOW",), lambda n, v: _parse_choice(n, v, OVERFLOW_POLICIES))
-        setv("chat_max_length", ("EVENTBUS_CHAT_MAX_LENGTH",), lambda n, v: _parse_int(n, v, 1))
-        setv("client_rate", ("EVENTBUS_CLIENT_RATE",), lambda n, v: _parse_float(n, v, 0.1))
-        setv("client_burst", ("EVENTBUS_CLIENT_BURST",), lambda n, v: _parse_int(n, v, 1))
-        setv("typing_interval", ("EVENTBUS_TYPING_INTERVAL",), lambda n, v: _parse_float(n, v, 0))
-        setv("batch_window_ms", ("EVENTBUS_BATCH_WINDOW_MS",), lambda n, v: _parse_float(n, v, 0))
-        setv("max_json_depth", ("EVENTBUS_MAX_JSON_DEPTH",), lambda n, v: _parse_int(n, v, 2, 500))
-        setv("max_rooms_per_connection", ("EVENTBUS_MAX_ROOMS_PER_CONNECTION",),
-             lambda n, v: _parse_int(n, v, 1))
-        setv("max_resume_rooms", ("EVENTBUS_MAX_RESUME_ROOMS",), lambda n, v: _parse_int(n, v, 1))
-        setv("max_connections_per_user", ("EVENTBUS_MAX_CONNECTIONS_PER_USER",),
-             lambda n, v: _parse_int(n, v, 1))
-        setv("max_pending_sessions", ("EVENTBUS_MAX_PENDING_SESSIONS",), lambda n, v: _parse_int(n, v, 1))
-        setv("history_max_rooms", ("EVENTBUS_HISTORY_MAX_ROOMS",), lambda n, v: _parse_int(n, v, 1))
-        setv("history_max_events", ("EVENTBUS_HISTORY_MAX_EVENTS",), lambda n, v: _parse_int(n, v, 1))
-        setv("chat_sessions", ("EVENTBUS_CHAT_SESSIONS",),
-             lambda n, v: _parse_choice(n, v, CHAT_SESSION_POLICIES))
-        setv("roles", ("EVENTBUS_ROLES",), _parse_roles)
-        setv("trusted_proxies", ("EVENTBUS_TRUSTED_PROXIES",), _parse_proxies)
-        setv("health_degraded_status", ("EVENTBUS_HEALTH_DEGRADED_STATUS",),
-             lambda n, v: _parse_int(n, v, 200, 599))
-        setv("jwks_url", ("EVENTBUS_JWKS_URL",), _parse_jwks_url)
-        setv("jwt_issuer", ("EVENTBUS_JWT_ISSUER",), lambda n, v: str(v).strip() or None)
-        setv("jwt_audience", ("EVENTBUS_JWT_AUDIENCE",), lambda n, v: _parse_list(v))
-        setv("jwt_algorithms", ("EVENTBUS_JWT_ALGORITHMS",), _parse_jwt_algorithms)
-        setv("jwt_user_claim", ("EVENTBUS_JWT_USER_CLAIM",), _parse_claim_path)
-        setv("jwt_roles_claim", ("EVENTBUS_JWT_ROLES_CLAIM",),
-             lambda n, v: [_parse_claim_path(n, p) for p in _parse_list(v)])
-        setv("jwt_role_map", ("EVENTBUS_JWT_ROLE_MAP",), _parse_role_map)
-        setv("jwks_cache_seconds", ("EVENTBUS_JWKS_CACHE_SECONDS",), lambda n, v: _parse_float(n, v, 1))
-        setv("jwt_leeway", ("EVENTBUS_JWT_LEEWAY",), lambda n, v: _parse_float(n, v, 0))
-        setv("url", ("EVENTBUS_URL",), _parse_server_url)
-        setv("forward", ("EVENTBUS_FORWARD",), lambda n, v: v if isinstance(v, bool) else _parse_bool(n, v))
+                setattr(cfg, setting.name, setting.parse(setting.env, raw))
+                cfg.configured.add(setting.name)
         if "forward" not in cfg.configured:
             cfg.forward = True  # from the environment: agents' processes reach the server
-        setv("forward_buffer", ("EVENTBUS_FORWARD_BUFFER",), lambda n, v: _parse_int(n, v, 1))
-        setv("publish_max_batch", ("EVENTBUS_PUBLISH_MAX_BATCH",), lambda n, v: _parse_int(n, v, 1, 100000))
-        setv("publish_max_batch_bytes", ("EVENTBUS_PUBLISH_MAX_BATCH_BYTES",),
-             lambda n, v: _parse_int(n, v, 1024))
-        setv("publish_dedupe_size", ("EVENTBUS_PUBLISH_DEDUPE_SIZE",), lambda n, v: _parse_int(n, v, 0))
-        check_jwks_settings(cfg)
 
         raw_load = env.get("EVENTBUS_LOAD_PLUGINS")
         if raw_load is None and "LOAD_PLUGINS" in file_values:
             raw_load = file_values["LOAD_PLUGINS"]
         if raw_load is not None:
             cfg.load_plugins = _parse_list(raw_load)
-
-        hooks = lookup("EVENTBUS_WEBHOOKS")
-        if hooks is not None:
-            if isinstance(hooks, str):
-                try:
-                    hooks = json.loads(hooks)
-                except ValueError as exc:
-                    raise ConfigError(f"EVENTBUS_WEBHOOKS: expected a JSON list of endpoints: {exc}") from None
-            if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
-                raise ConfigError("EVENTBUS_WEBHOOKS: expected a list of endpoint objects")
-            cfg.webhooks = hooks
-
-        if "*" in cfg.cors_origins and not cfg.allow_any_origin:
-            raise ConfigError(
-                "WEBSOCKET_CORS_ORIGINS: '*' lets any web site connect with your users' tokens; "
-                "set EVENTBUS_ALLOW_ANY_ORIGIN=true to allow it explicitly"
-            )
-        for origin in cfg.cors_origins:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"WEBSOCKET_CORS_ORIGINS: expected origins like https://app.example.com, got {origin!r}"
-                )
         return cfg
+
+
+_FIELD_NAMES = frozenset(spec.name for spec in fields(Config))

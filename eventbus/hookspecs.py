@@ -5,7 +5,7 @@ Plugins implement them with :data:`hookimpl`; all arguments are passed by keywor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .events import Event, EventTypeSpec
     from .identity import Identity, RequestContext
+    from .settings import Setting
     from .transport import Transport
 
 PROJECT = "eventbus"
@@ -32,6 +33,19 @@ def eventbus_configure(config: Config) -> None:
         ``config.plugin_settings("name")`` or ``config.env``. Raise
         :class:`~eventbus.config.ConfigError` to stop start-up with a clear message.
     """
+
+
+@hookspec
+def eventbus_declare_settings() -> Iterable[Setting]:
+    """Declare the settings this plugin reads: each a :class:`~eventbus.settings.Setting`
+    (name, environment variable, default, parser, help). Called once when the plugins are
+    loaded, before ``eventbus_configure``: the core reads every declared setting from the
+    environment and ``eventbus.toml`` and validates it, so a bad value stops start-up with
+    one line naming its variable. Read the values as ``config.<name>``.
+
+    :return: the plugin's settings.
+    """
+    return ()
 
 
 @hookspec

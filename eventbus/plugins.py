@@ -12,12 +12,13 @@ import inspect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
 from . import hookspecs
 from .config import ConfigError
+from .settings import Setting, collect
 
 if TYPE_CHECKING:
     from .config import Config
@@ -110,5 +111,9 @@ def create_plugin_manager(config: Config, plugins: Iterable[Any] = (), load_entr
         pm.register_plugin(plugin)
     if load_entrypoints:
         pm.load_entrypoints(config.load_plugins, config.disable_plugins)
+    # Every plugin's settings, read and validated now: a bad value stops start-up here.
+    for impl in reversed(pm.hook.eventbus_declare_settings.get_hookimpls()):
+        answer = cast("Iterable[Setting] | None", impl.function())
+        config.declare(collect([answer]), owner=impl.plugin_name)
     pm.hook.eventbus_configure.call_historic(kwargs={"config": config})
     return pm

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -68,6 +68,16 @@ def make_bus(plugins: Iterable[Any] = (), config: Config | None = None, *,
     if start:
         bus.start()
     return bus
+
+
+def started_config(environ: Mapping[str, str] | None = None, **kwargs: Any) -> Config:
+    """Settings as start-up validates them (``eventbus serve``, ``EventBus.from_env()``): the
+    core's from ``environ``, then those of every installed plugin it loads."""
+    from .plugins import create_plugin_manager
+
+    config = Config.from_env(environ, **kwargs)
+    create_plugin_manager(config)
+    return config
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,

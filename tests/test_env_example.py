@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from eventbus.config import Config
+from eventbus.testing import started_config
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"\b((?:EVENTBUS|WEBSOCKET)_[A-Z0-9_]+)\b")
@@ -37,5 +37,22 @@ def test_every_variable_in_the_code_is_documented() -> None:
 
 def test_the_example_values_are_valid() -> None:
     env = dict(read_example().items())
-    config = Config.from_env(env)
+    config = started_config(env)
     assert config.port == 5050 and config.cors_origins == ["http://localhost:3000", "http://localhost:3001"]
+
+
+def test_every_declared_setting_is_in_the_example_and_the_docs_table(isolated_env) -> None:
+    """.env.example names every setting the core and the bundled plugins declare, and the
+    table of docs/settings.md is exactly what `eventbus settings --markdown` prints."""
+    from eventbus.cli import settings_markdown
+    from eventbus.testing import started_config
+
+    config = started_config({k: v for k, v in isolated_env.items() if k != "EVENTBUS_DATA_DIR"})
+    owners = set(config.owners.values())
+    assert {"eventbus", "eventbus_auth", "eventbus_logsink", "eventbus_socketio", "eventbus_webhook"} <= owners
+    documented = read_example()
+    missing = sorted(s.env for s in config.declared.values() if s.env not in documented)
+    assert not missing, f"declared but not in .env.example: {missing}"
+    table = settings_markdown(config.settings())
+    doc = (ROOT / "docs" / "settings.md").read_text()
+    assert table in doc, "docs/settings.md: paste the output of `eventbus settings --markdown`"

@@ -15,9 +15,15 @@ if TYPE_CHECKING:
 
     from eventbus.config import Config
     from eventbus.identity import Identity
+    from eventbus.settings import Setting
 
 #: The strategies of the entry-point plugin, configured by the last bus that loads it.
 module_plugin = AuthPlugin()
+
+
+@hookimpl
+def eventbus_declare_settings() -> "tuple[Setting, ...]":
+    return module_plugin.eventbus_declare_settings()
 
 
 @hookimpl

@@ -32,11 +32,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from eventbus.config import ConfigError, check_jwks_settings
+from eventbus.config import ConfigError
 from eventbus.identity import AuthError, Identity
 from eventbus.redact import redact_url
 
 from .sessions import parse_sessions
+from .settings import check_jwks_settings
 
 if TYPE_CHECKING:
     from jwt import PyJWK

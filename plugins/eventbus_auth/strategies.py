@@ -26,9 +26,11 @@ from eventbus.config import ConfigError
 from eventbus.events import ADMIN_NAMESPACE
 from eventbus.hookspecs import hookimpl
 from eventbus.identity import AuthError, Identity
+from eventbus.settings import Setting
 
 from .jwks import JwksStrategy
 from .sessions import PRIVILEGED_ROLES, SESSION_ACTIONS, SessionRules, parse_sessions, session_of
+from .settings import SETTINGS, check_jwks_settings
 
 if TYPE_CHECKING:
     from eventbus.config import Config
@@ -137,7 +139,13 @@ class AuthPlugin:
         self.jwks: JwksStrategy | None = None
 
     @hookimpl
+    def eventbus_declare_settings(self) -> tuple[Setting, ...]:
+        return SETTINGS
+
+    @hookimpl
     def eventbus_configure(self, config: Config) -> None:
+        config.declare(SETTINGS)
+        check_jwks_settings(config)
         self.config = config
         self.validator = load_validator(config.auth_validator) if config.auth_validator else None
         self.sessions = SessionRules.from_config(config)

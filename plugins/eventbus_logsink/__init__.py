@@ -1,5 +1,12 @@
 """eventbus_logsink: a JSONL log sink transport with size-based rotation."""
 
-from .sink import BatchLogSinkTransport, LogSinkTransport, eventbus_register_transports
+from .sink import (
+    SETTINGS,
+    BatchLogSinkTransport,
+    LogSinkTransport,
+    eventbus_declare_settings,
+    eventbus_register_transports,
+)
 
-__all__ = ["BatchLogSinkTransport", "LogSinkTransport", "eventbus_register_transports"]
+__all__ = ["SETTINGS", "BatchLogSinkTransport", "LogSinkTransport", "eventbus_declare_settings",
+           "eventbus_register_transports"]

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from eventbus.config import FLUSH_POLICIES
 from eventbus.files import FILE_MODE, open_private
 from eventbus.hookspecs import hookimpl
+from eventbus.settings import Setting, choice, integer, optional_text
 from eventbus.transport import Transport
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ class LogSinkTransport(Transport):
     @classmethod
     def from_config(cls, config: Config) -> LogSinkTransport:
         """The sink the settings describe; ``batch`` flushing gets :class:`BatchLogSinkTransport`."""
+        config.declare(SETTINGS)
         kind = BatchLogSinkTransport if config.log_sink_flush == "batch" else LogSinkTransport
         return kind(config.log_sink_path or "", config.log_sink_max_bytes,
                     config.log_sink_backups, config.log_sink_flush)
@@ -219,8 +222,26 @@ def _make_private(path: Path) -> None:
         log.warning("log sink backup %s could not be made private: %s", path, exc)
 
 
+#: The log sink's settings.
+SETTINGS = (
+    Setting("log_sink_path", "EVENTBUS_LOG_SINK_PATH", None, optional_text,
+            "JSONL file every event is appended to (unset: no log sink)"),
+    Setting("log_sink_max_bytes", "EVENTBUS_LOG_SINK_MAX_BYTES", 10 * 1024 * 1024, integer(1024),
+            "size at which the file rotates"),
+    Setting("log_sink_backups", "EVENTBUS_LOG_SINK_BACKUPS", 5, integer(0, 1000), "rotated files kept"),
+    Setting("log_sink_flush", "EVENTBUS_LOG_SINK_FLUSH", "batch", choice(*FLUSH_POLICIES),
+            "line: every event; batch: every worker batch; os: when the OS decides"),
+)
+
+
+@hookimpl
+def eventbus_declare_settings() -> tuple[Setting, ...]:
+    return SETTINGS
+
+
 @hookimpl
 def eventbus_register_transports(register: Callable[[Transport], None], config: Config) -> None:
     """Add the sink when ``EVENTBUS_LOG_SINK_PATH`` is set."""
+    config.declare(SETTINGS)
     if config.log_sink_path:
         register(LogSinkTransport.from_config(config))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus.hookspecs import hookimpl
 
+from . import settings
 from .transport import SocketIOTransport
 
 if TYPE_CHECKING:
@@ -33,6 +34,16 @@ def __getattr__(name: str) -> Any:
                 f"{name} needs Flask-SocketIO: pip install 'eventbus[socketio]' ({exc})") from exc
         return getattr(manager if name == "SocketManager" else app, name)
     raise AttributeError(name)
+
+
+@hookimpl
+def eventbus_declare_settings() -> tuple[Any, ...]:
+    return settings.SETTINGS
+
+
+@hookimpl
+def eventbus_configure(config: Config) -> None:
+    settings.check_origins(config)
 
 
 @hookimpl

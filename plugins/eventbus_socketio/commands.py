@@ -20,6 +20,8 @@ from eventbus.config import ASYNC_MODES, Config
 from eventbus.redact import redact_url
 from eventbus_client import _failure_reason as _reason  # one wording for connection failures
 
+from .settings import SETTINGS
+
 #: Set in a re-executed server process once gevent/eventlet has patched the standard library.
 PATCHED_ENV = "EVENTBUS_PATCHED_MODE"
 
@@ -56,6 +58,7 @@ def serve_mode(config: Config, requested: str | None = None) -> str:
     defaults to threading.)"""
     if requested:
         return requested
+    config.declare(SETTINGS)
     if "async_mode" in config.configured:
         return config.async_mode
     return "gevent" if importlib.util.find_spec("gevent") is not None else "threading"

@@ -29,6 +29,7 @@ from .namespaces import NAMESPACE_CLASSES, ClientError
 from .packets import packet_class
 from .presence import Presence
 from .sessions_limit import PendingSessions, limit_pending_sessions
+from .settings import use as use_settings
 from .transport import SocketIOTransport, physical_room
 
 if TYPE_CHECKING:
@@ -186,6 +187,7 @@ class SocketManager:
         if self.bus is None:
             self.bus = EventBus.from_env()
         config = self.bus.config
+        use_settings(config)  # declared already when this plugin is loaded; checked again here
         self.app = app
         app.extensions["eventbus"] = self
         if not app.secret_key:

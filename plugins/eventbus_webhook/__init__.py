@@ -1,7 +1,7 @@
 """eventbus_webhook: Standard Webhooks delivery with a durable SQLite outbox, retries,
 dead letters and per-endpoint health."""
 
-from .hooks import eventbus_register_commands, eventbus_register_transports
+from .hooks import eventbus_declare_settings, eventbus_register_commands, eventbus_register_transports
 from .settings import Endpoint, WebhookSettings, generate_secret, load_settings
 from .signing import payload, sign
 from .transport import WebhookTransport
@@ -13,6 +13,7 @@ __all__ = [
     "WebhookSettings",
     "WebhookTransport",
     "__version__",
+    "eventbus_declare_settings",
     "eventbus_register_commands",
     "eventbus_register_transports",
     "generate_secret",

@@ -8,14 +8,20 @@ from typing import TYPE_CHECKING
 
 from eventbus.hookspecs import hookimpl
 
-from .settings import load_settings
+from .settings import SETTINGS, load_settings
 from .transport import WebhookTransport
 
 if TYPE_CHECKING:
     import click
 
     from eventbus.config import Config
+    from eventbus.settings import Setting
     from eventbus.transport import Transport
+
+
+@hookimpl
+def eventbus_declare_settings() -> tuple[Setting, ...]:
+    return SETTINGS
 
 
 @hookimpl

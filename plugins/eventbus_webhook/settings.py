@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import json
 import re
 import secrets as _secrets
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from eventbus.config import ConfigError
 from eventbus.redact import redact_url
+from eventbus.settings import Setting, choice
 
 if TYPE_CHECKING:
     from eventbus.config import Config
@@ -243,30 +245,69 @@ def load_settings(config: Config) -> WebhookSettings:
     if unknown:
         raise ConfigError(f"[plugins.webhook]: unknown field(s) {', '.join(unknown)}; "
                           f"expected {', '.join(sorted(GLOBAL_FIELDS))}")
-    env = config.env or {}
+    config.declare(SETTINGS)
     settings = WebhookSettings(endpoints=parse_endpoints(config.webhooks))
-    for key, lo, integer in (("schedule_scale", 0, False), ("jitter", 0, False),
-                             ("max_pending", 1, True), ("max_age", 1, False),
-                             ("dead_letter_max", 0, True), ("dead_letter_max_age", 1, False),
-                             ("max_retry_after", 0, False), ("housekeeping_interval", 0.01, False)):
-        env_name = f"EVENTBUS_WEBHOOK_{key.upper()}"
-        if env.get(env_name):
-            setattr(settings, key, _number(env_name, key, env[env_name], lo, integer))
+    for key, lo, integer in _TUNING:
+        if f"webhook_{key}" in config.configured:
+            setattr(settings, key, getattr(config, f"webhook_{key}"))
         elif key in table:
             setattr(settings, key, _number("[plugins.webhook]", key, table[key], lo, integer))
     if settings.jitter >= 1:
         raise ConfigError(f"[plugins.webhook]: 'jitter' must be below 1, got {settings.jitter}")
     if "outbox_file" in table:
         settings.outbox_file = str(table["outbox_file"])
-    settings.durable_accept = _durable_accept(env, table)
+    settings.durable_accept = _durable_accept(config, table)
     return settings
 
 
-def _durable_accept(env: Mapping[str, str], table: Mapping[str, Any]) -> str:
-    env_name = "EVENTBUS_WEBHOOK_DURABLE_ACCEPT"
-    source, value = ((env_name, env[env_name]) if env.get(env_name)
-                     else ("[plugins.webhook]", table.get("durable_accept", "clients")))
+def _durable_accept(config: Config, table: Mapping[str, Any]) -> str:
+    if "webhook_durable_accept" in config.configured:
+        return str(config.webhook_durable_accept)
+    value = table.get("durable_accept", "clients")
     if value not in DURABLE_ACCEPT:
-        raise ConfigError(f"{source}: 'durable_accept' must be one of {', '.join(DURABLE_ACCEPT)}, "
+        raise ConfigError(f"[plugins.webhook]: 'durable_accept' must be one of {', '.join(DURABLE_ACCEPT)}, "
                           f"got {value!r}")
     return str(value)
+
+
+def _endpoint_list(name: str, value: Any) -> list[dict[str, Any]]:
+    """``EVENTBUS_WEBHOOKS``: a JSON list of endpoint objects (or the TOML array of tables)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: expected a JSON list of endpoints: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"{name}: expected a list of endpoint objects")
+    return value
+
+
+def _tuning(key: str, lo: float, integer: bool) -> Setting:
+    env_name = f"EVENTBUS_WEBHOOK_{key.upper()}"
+    return Setting(f"webhook_{key}", env_name, getattr(WebhookSettings, key),
+                   lambda name, value: _number(name, key, value, lo, integer),
+                   _TUNING_HELP[key])
+
+
+_TUNING_HELP = {
+    "schedule_scale": "multiplies every retry delay (tests: 0.01)",
+    "jitter": "each retry delay is multiplied by a random factor in 1 +- jitter",
+    "max_pending": "pending deliveries per endpoint; further events are refused and counted",
+    "max_age": "seconds a delivery may stay pending before it becomes a dead letter",
+    "dead_letter_max": "dead letters kept per endpoint",
+    "dead_letter_max_age": "seconds a dead letter is kept",
+    "max_retry_after": "longest Retry-After honoured, in seconds",
+    "housekeeping_interval": "seconds between outbox clean-ups",
+}
+_TUNING = (("schedule_scale", 0, False), ("jitter", 0, False), ("max_pending", 1, True), ("max_age", 1, False),
+           ("dead_letter_max", 0, True), ("dead_letter_max_age", 1, False), ("max_retry_after", 0, False),
+           ("housekeeping_interval", 0.01, False))
+
+#: The webhook plugin's settings; ``[plugins.webhook]`` in eventbus.toml sets the same.
+SETTINGS = (
+    Setting("webhooks", "EVENTBUS_WEBHOOKS", [], _endpoint_list,
+            "JSON list of endpoints (or [[webhooks]] tables in eventbus.toml)", secret=True),
+    *(_tuning(key, lo, integer) for key, lo, integer in _TUNING),
+    Setting("webhook_durable_accept", "EVENTBUS_WEBHOOK_DURABLE_ACCEPT", "clients", choice(*DURABLE_ACCEPT),
+            "clients: events from clients are in the outbox before the answer; emit: every emit; off"),
+)

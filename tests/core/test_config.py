@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from eventbus import Config, ConfigError
+from eventbus.testing import started_config
+
+started = started_config
 
 BAD_VALUES = [
     ("EVENTBUS_PORT", "http"),
@@ -42,46 +45,48 @@ BAD_VALUES = [
 @pytest.mark.parametrize("name,value", BAD_VALUES)
 def test_a_bad_value_names_its_variable(isolated_env, name, value):
     with pytest.raises(ConfigError) as info:
-        Config.from_env({**isolated_env, name: value})
+        started({**isolated_env, name: value})
     assert str(info.value).startswith(name + ":")
     assert info.value.code == "config_error"
 
 
 def test_api_key_errors_do_not_echo_the_key(isolated_env):
     with pytest.raises(ConfigError) as info:
-        Config.from_env({"EVENTBUS_API_KEYS": "topsecretvalue-without-user"})
+        started({"EVENTBUS_API_KEYS": "topsecretvalue-without-user"})
     assert "topsecretvalue-without-user" not in str(info.value)
 
 
 def test_defaults(isolated_env):
-    config = Config.from_env(isolated_env)
+    config = started(isolated_env)
     assert (config.host, config.port, config.async_mode) == ("127.0.0.1", 5050, "threading")
     assert config.cors_origins == [] and config.load_plugins is None
     assert (config.log_sink_path, config.log_sink_flush, config.overflow) == (None, "batch", "drop_oldest")
 
 
 def test_values_are_parsed(isolated_env):
-    config = Config.from_env({
+    config = started({
         "EVENTBUS_PORT": "6060", "WEBSOCKET_ENABLED": "no", "WEBSOCKET_ASYNC_MODE": "Gevent",
         "WEBSOCKET_CORS_ORIGINS": "https://a.example, http://localhost:3000",
         "EVENTBUS_API_KEYS": "abcdefghijklmnop=ingest:publisher+admin,qrstuvwxyzabcdef=bot",
-        "EVENTBUS_LOAD_PLUGINS": "a, b", "EVENTBUS_DISABLE_PLUGINS": "c",
+        "EVENTBUS_LOAD_PLUGINS": "eventbus_auth, eventbus_socketio, eventbus_webhook",
+        "EVENTBUS_DISABLE_PLUGINS": "c",
         "EVENTBUS_WEBHOOKS": '[{"url": "https://hooks.example/x"}]', "EVENTBUS_HISTORY_MAX_AGE": "90.5",
     })
     assert (config.port, config.websocket_enabled, config.async_mode) == (6060, False, "gevent")
     assert config.cors_origins == ["https://a.example", "http://localhost:3000"]
     assert config.api_keys == {"abcdefghijklmnop": ("ingest", ("publisher", "admin")),
                                "qrstuvwxyzabcdef": ("bot", ("publisher",))}
-    assert (config.load_plugins, config.disable_plugins) == (["a", "b"], ["c"])
+    assert config.load_plugins == ["eventbus_auth", "eventbus_socketio", "eventbus_webhook"]
+    assert config.disable_plugins == ["c"]
     assert config.webhooks == [{"url": "https://hooks.example/x"}]
     assert config.history_max_age == 90.5
 
 
 def test_any_origin_needs_an_explicit_yes(isolated_env):
     with pytest.raises(ConfigError, match="EVENTBUS_ALLOW_ANY_ORIGIN=true") as info:
-        Config.from_env({"WEBSOCKET_CORS_ORIGINS": "*"})
+        started({"WEBSOCKET_CORS_ORIGINS": "*"})
     assert str(info.value).startswith("WEBSOCKET_CORS_ORIGINS:")
-    config = Config.from_env({"WEBSOCKET_CORS_ORIGINS": "*", "EVENTBUS_ALLOW_ANY_ORIGIN": "true"})
+    config = started({"WEBSOCKET_CORS_ORIGINS": "*", "EVENTBUS_ALLOW_ANY_ORIGIN": "true"})
     assert config.cors_origins == ["*"] and config.allow_any_origin
 
 
@@ -90,7 +95,7 @@ port = 7070
 async_mode = "eventlet"
 cors_origins = ["https://app.example"]
 LOG_SINK_PATH = "events.jsonl"
-load_plugins = ["eventbus_logsink"]
+load_plugins = ["eventbus_logsink", "eventbus_socketio", "eventbus_auth", "eventbus_webhook"]
 api_keys = [{key = "abcdefghijklmnop", user = "ingest", roles = ["publisher"]}]
 
 [[webhooks]]
@@ -103,10 +108,10 @@ channel = "#ops"
 
 def test_toml_file_in_the_working_directory(isolated_env, tmp_path):
     (tmp_path / "eventbus.toml").write_text(TOML)
-    config = Config.from_env(isolated_env)
+    config = started(isolated_env)
     assert (config.port, config.async_mode, config.log_sink_path) == (7070, "eventlet", "events.jsonl")
     assert config.cors_origins == ["https://app.example"]
-    assert config.load_plugins == ["eventbus_logsink"]
+    assert config.load_plugins == ["eventbus_logsink", "eventbus_socketio", "eventbus_auth", "eventbus_webhook"]
     assert config.api_keys == {"abcdefghijklmnop": ("ingest", ("publisher",))}
     assert config.webhooks == [{"url": "https://hooks.example/in"}]
     assert config.plugin_settings("my_plugin") == {"channel": "#ops"}
@@ -116,18 +121,25 @@ def test_toml_file_in_the_working_directory(isolated_env, tmp_path):
 def test_environment_wins_over_the_file(isolated_env, tmp_path):
     path = tmp_path / "elsewhere.toml"
     path.write_text(TOML)
-    config = Config.from_env({"EVENTBUS_CONFIG": str(path), "EVENTBUS_PORT": "8080",
-                              "EVENTBUS_LOAD_PLUGINS": ""})
-    assert (config.port, config.async_mode, config.load_plugins) == (8080, "eventlet", [])
+    config = started({"EVENTBUS_CONFIG": str(path), "EVENTBUS_PORT": "8080",
+                      "EVENTBUS_LOAD_PLUGINS": "eventbus_socketio"})
+    assert (config.port, config.async_mode, config.load_plugins) == (8080, "eventlet", ["eventbus_socketio"])
+
+
+def test_a_plugin_that_is_not_loaded_has_no_settings(isolated_env):
+    config = started({**isolated_env, "EVENTBUS_LOAD_PLUGINS": "", "WEBSOCKET_ENABLED": "maybe"})
+    assert "websocket_enabled" not in config.declared  # not read, so not refused either
+    with pytest.raises(AttributeError, match="no loaded plugin declares it"):
+        _ = config.websocket_enabled
 
 
 def test_bad_toml_values_are_errors_too(isolated_env, tmp_path):
     (tmp_path / "eventbus.toml").write_text("port = 99999\n")
     with pytest.raises(ConfigError, match=r"^EVENTBUS_PORT:"):
-        Config.from_env(isolated_env)
+        started(isolated_env)
     (tmp_path / "eventbus.toml").write_text("port = \n")
     with pytest.raises(ConfigError, match="cannot read configuration"):
-        Config.from_env(isolated_env)
+        started(isolated_env)
 
 
 def test_the_command_line_reports_configuration_errors(isolated_env, monkeypatch, capsys):
@@ -259,7 +271,7 @@ def test_the_default_data_dir_is_one_per_user_whatever_the_folder(isolated_env, 
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
-        config = Config.from_env(env)
+        config = started(env)
         assert config.data_dir == expected and "data_dir" not in config.configured
         keys.append(config.ensure_secret_key())
         assert not (tmp_path / folder / ".eventbus").exists()
@@ -269,13 +281,13 @@ def test_the_default_data_dir_is_one_per_user_whatever_the_folder(isolated_env, 
 
 def test_eventbus_data_dir_overrides_the_default(isolated_env, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
-    config = Config.from_env({"EVENTBUS_DATA_DIR": "~/eventbus-data"})
+    config = started({"EVENTBUS_DATA_DIR": "~/eventbus-data"})
     assert config.data_dir == str(tmp_path / "eventbus-data") and "data_dir" in config.configured
-    assert Config.from_env({"EVENTBUS_DATA_DIR": "./.eventbus"}).data_dir == "./.eventbus"
-    assert Config.from_env({"EVENTBUS_DATA_DIR": ""}).data_dir == Config().data_dir  # empty: the default
+    assert started({"EVENTBUS_DATA_DIR": "./.eventbus"}).data_dir == "./.eventbus"
+    assert started({"EVENTBUS_DATA_DIR": ""}).data_dir == Config().data_dir  # empty: the default
 
 
 def test_configured_names_the_settings_that_were_given(isolated_env, tmp_path):
     (tmp_path / "eventbus.toml").write_text("async_mode = \"eventlet\"\n")
-    config = Config.from_env({"EVENTBUS_PORT": "6000"})
+    config = started({"EVENTBUS_PORT": "6000"})
     assert {"port", "async_mode"} <= config.configured and "host" not in config.configured

@@ -23,7 +23,7 @@ import requests
 import socketio
 
 from eventbus import Config
-from eventbus.testing import wait_until
+from eventbus.testing import started_config, wait_until
 from eventbus_client import EventBusClient, EventBusClientError
 
 from .ordered import ordered_client
@@ -154,7 +154,7 @@ def test_serve_mode_is_gevent_unless_configured(isolated_env: dict[str, str], mo
     assert commands.serve_mode(Config.from_env(isolated_env)) == "gevent"
     assert commands.serve_mode(Config.from_env({**isolated_env, "WEBSOCKET_ASYNC_MODE": "threading"})) == "threading"
     assert commands.serve_mode(Config.from_env(isolated_env), "eventlet") == "eventlet"
-    assert Config().async_mode == Config.from_env(isolated_env).async_mode == "threading"  # embedded apps
+    assert started_config(isolated_env).async_mode == "threading"  # embedded apps
     monkeypatch.setattr(commands.importlib.util, "find_spec", lambda name, *a: None)
     assert commands.serve_mode(Config.from_env(isolated_env)) == "threading"
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import eventbus_auth
 from eventbus import AuthError, Config, ConfigError, Identity, hookimpl
 from eventbus.cli import build_cli
+from eventbus.testing import started_config
 from eventbus_auth import AuthPlugin, MemoryOwners, RedisOwners, create_token
 
 SECRET = "s" * 40
@@ -462,7 +463,7 @@ def test_token_create_accepts_declared_roles_and_lists_sessions(token_cli, tmp_p
 
 
 def test_declared_roles_come_from_the_environment():
-    assert Config.from_env({"EVENTBUS_ROLES": "support, viewer"}).roles == ["support", "viewer"]
+    assert started_config({"EVENTBUS_ROLES": "support, viewer"}).roles == ["support", "viewer"]
     assert eventbus_auth.known_roles(Config(roles=["viewer"])) == ["admin", "agent", "publisher", "viewer"]
     with pytest.raises(ConfigError, match="EVENTBUS_ROLES"):
-        Config.from_env({"EVENTBUS_ROLES": "ok,not ok"})
+        started_config({"EVENTBUS_ROLES": "ok,not ok"})

@@ -99,5 +99,6 @@ def test_packaging_registers_the_entry_point(deploys: Any) -> None:
     assert project["project"]["entry-points"]["eventbus"] == {"deploys": "eventbus_deploys"}
     assert (EXAMPLE / "eventbus_deploys" / "__init__.py").is_file()
     hooks = {name for name in dir(deploys) if name.startswith("eventbus_")}
-    assert hooks == {"eventbus_configure", "eventbus_register_event_types", "eventbus_register_transports",
+    assert hooks == {"eventbus_declare_settings", "eventbus_configure", "eventbus_register_event_types",
+                     "eventbus_register_transports",
                      "eventbus_authenticate", "eventbus_register_commands"}

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from eventbus import AuthError, Config, ConfigError
+from eventbus.testing import started_config
 from eventbus_auth import AuthPlugin, create_token
 from eventbus_auth.jwks import JwksKeys, claim_at, roles_from
 from eventbus_auth.sessions import listed_sessions
@@ -443,7 +444,7 @@ def _env(isolated_env: dict[str, str], **values: str) -> dict[str, str]:
 
 
 def test_settings_are_parsed(isolated_env):
-    config = Config.from_env(_env(isolated_env, EVENTBUS_JWT_AUDIENCE="a, b",
+    config = started_config(_env(isolated_env, EVENTBUS_JWT_AUDIENCE="a, b",
                                   EVENTBUS_JWT_ALGORITHMS="RS256,PS256,ES384",
                                   EVENTBUS_JWT_ROLES_CLAIM="realm_access.roles,https://example.com/roles",
                                   EVENTBUS_JWT_ROLE_MAP="eventbus-admin=admin,writer=publisher+agent,writer=admin",
@@ -452,9 +453,9 @@ def test_settings_are_parsed(isolated_env):
     assert config.jwt_roles_claim == ["realm_access.roles", "https://example.com/roles"]
     assert config.jwt_role_map == {"eventbus-admin": ["admin"], "writer": ["publisher", "agent", "admin"]}
     assert config.jwks_cache_seconds == 60 and config.jwt_leeway == 0 and config.jwt_user_claim == "sub"
-    assert Config.from_env(isolated_env).jwks_url is None
+    assert started_config(isolated_env).jwks_url is None
     for local in ("http://localhost:8080/jwks", "http://127.0.0.1/jwks", "http://[::1]:9/jwks"):
-        assert Config.from_env(_env(isolated_env, EVENTBUS_JWKS_URL=local)).jwks_url == local
+        assert started_config(_env(isolated_env, EVENTBUS_JWKS_URL=local)).jwks_url == local
 
 
 @pytest.mark.parametrize("values,message", [
@@ -472,7 +473,7 @@ def test_settings_are_parsed(isolated_env):
 ])
 def test_bad_settings_stop_start_up_naming_the_variable(isolated_env, values, message):
     with pytest.raises(ConfigError) as info:
-        Config.from_env(_env(isolated_env, **values))
+        started_config(_env(isolated_env, **values))
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from eventbus import Config, ConfigError, Event, EventTypeSpec, Identity, Transport, hookimpl
+from eventbus.settings import Setting, text
 
 __version__ = "0.1.0"
 
@@ -63,15 +64,26 @@ class LoggingTransport(Transport):
         return {"status": "ok", "logged": self.logged}
 
 
+def ci_key(variable: str, value: Any) -> str:
+    if len(str(value)) < 16:
+        raise ConfigError(f"{variable}: use at least 16 random characters")
+    return str(value)
+
+
+@hookimpl
+def eventbus_declare_settings() -> list[Setting]:
+    return [
+        Setting("deploy_key", "EVENTBUS_DEPLOY_KEY", None, ci_key,
+                "the key CI publishes deploys with", secret=True),
+        Setting("deploy_logger", "EVENTBUS_DEPLOY_LOGGER", "eventbus.deploys", text,
+                "the logger deploy events are written to"),
+    ]
+
+
 @hookimpl
 def eventbus_configure(config: Config) -> None:
-    # [plugins.deploys] in eventbus.toml, or the environment.
-    table = config.plugin_settings("deploys")
-    key = config.env.get("EVENTBUS_DEPLOY_KEY") or table.get("ci_key")
-    if key is not None and len(str(key)) < 16:
-        raise ConfigError("EVENTBUS_DEPLOY_KEY: use at least 16 random characters")
     settings.clear()
-    settings.update(ci_key=key, logger=table.get("logger", "eventbus.deploys"))
+    settings.update(ci_key=config.deploy_key, logger=config.deploy_logger)
 
 
 @hookimpl

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import eventbus_webhook
-from eventbus import Config, ConfigError, Event, EventBus
+from eventbus import ConfigError, Event, EventBus
 from eventbus.events import EventBusError
 from eventbus.hookspecs import hookimpl
-from eventbus.testing import RecordingTransport, wait_until
+from eventbus.testing import RecordingTransport, started_config, wait_until
 from eventbus_webhook import transport as transport_module
 from eventbus_webhook.outbox import Outbox
 from eventbus_webhook.settings import load_settings
@@ -205,11 +205,11 @@ def test_start_delivers_what_a_crash_left_stored_but_unsequenced(
 
 def test_durable_accept_setting(isolated_env, secret):
     base = {**isolated_env, "EVENTBUS_WEBHOOKS": f'[{{"name": "a", "url": "http://x/h", "secret": "{secret}"}}]'}
-    assert load_settings(Config.from_env(base)).durable_accept == "clients"
-    assert load_settings(Config.from_env({**base, "EVENTBUS_WEBHOOK_DURABLE_ACCEPT": "emit"})).durable_accept == "emit"
-    with pytest.raises(ConfigError, match="EVENTBUS_WEBHOOK_DURABLE_ACCEPT: 'durable_accept' must be one of"):
-        load_settings(Config.from_env({**base, "EVENTBUS_WEBHOOK_DURABLE_ACCEPT": "yes"}))
-    config = Config.from_env(base)
+    assert load_settings(started_config(base)).durable_accept == "clients"
+    assert load_settings(started_config({**base, "EVENTBUS_WEBHOOK_DURABLE_ACCEPT": "emit"})).durable_accept == "emit"
+    with pytest.raises(ConfigError, match="EVENTBUS_WEBHOOK_DURABLE_ACCEPT: expected one of clients, emit, off"):
+        load_settings(started_config({**base, "EVENTBUS_WEBHOOK_DURABLE_ACCEPT": "yes"}))
+    config = started_config(base)
     config.plugins = {"webhook": {"durable_accept": "sometimes"}}
     with pytest.raises(ConfigError, match=r"\[plugins.webhook\]: 'durable_accept'"):
         load_settings(config)
