@@ -6,6 +6,7 @@ what it expects. Environment variables win over the file.
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import tomllib
@@ -203,7 +204,9 @@ class Config:
             return self.values[name]
         setting = self.declared.get(name)
         if setting is not None:
-            return setting.default
+            value = copy.copy(setting.default)  # a list or dict default is this config's own
+            self.values[name] = value
+            return value
         raise AttributeError(f"no setting {name!r}: no loaded plugin declares it")
 
     def __setattr__(self, name: str, value: Any) -> None:
