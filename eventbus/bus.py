@@ -110,7 +110,7 @@ class SignalTransport(Transport):
         for receiver in list(signal.receivers_for(sender)):
             try:
                 receiver(sender, event=event)
-            except Exception:
+            except Exception:  # isolate each agent's receiver
                 failures += 1
                 log.exception("signal receiver %r failed on %s %s", receiver, event.type, event.id)
         if failures:
@@ -328,7 +328,7 @@ class EventBus:
         except EventBusError as exc:
             # The sender is an agent: never raise into it; count and log instead.
             log.warning("signal %s from %s refused: %s", clean(event_type), clean(repr(sender)), clean(str(exc)))
-        except Exception:
+        except Exception:  # exiting anyway
             log.exception("signal %s from %s failed", clean(event_type), clean(repr(sender)))
 
     # -- emitting -------------------------------------------------------------------

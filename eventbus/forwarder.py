@@ -358,7 +358,7 @@ class Forwarder:
                     continue  # the first half goes at once
                 self.counters["retries"] += 1
                 delay = self._pause(delay)
-        except Exception:
+        except Exception:  # never die silently; close() counts what is left
             log.exception("forwarder stopped by an unexpected error")
             self.state = "failed"
         finally:

@@ -880,7 +880,7 @@ class RedisLink:
                 return
             except RedisUnavailable:
                 raise
-            except Exception:
+            except Exception:  # one bad entry must not stop the partition for good
                 tries = self._ingest_failures[ref] = self._ingest_failures.get(ref, 0) + 1
                 if tries < 3:
                     log.warning("ingest entry %s failed (try %d); retrying", entry_id, tries, exc_info=True)

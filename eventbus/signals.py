@@ -54,7 +54,7 @@ class IsolatingSignal(NamedSignal):
                 call = _async_wrapper(receiver)
             try:
                 results.append((receiver, call(sender, **kwargs)))
-            except Exception as exc:
+            except Exception as exc:  # one agent's bug must not stop the others
                 self.receiver_failures += 1
                 log.exception("receiver %r of signal %s failed (sender %r)", receiver, self.name, sender)
                 results.append((receiver, exc))
@@ -148,7 +148,7 @@ def _close_default() -> None:
     if bus is not None and not bus.closed:
         try:
             bus.close(EXIT_TIMEOUT)
-        except Exception:
+        except Exception:  # exiting anyway
             log.exception("closing the default bus at exit failed")
 
 

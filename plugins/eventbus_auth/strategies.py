@@ -181,7 +181,7 @@ class AuthPlugin:
             claims = self.validator(token)  # type: ignore[misc]
         except AuthError:
             raise
-        except Exception:
+        except Exception:  # the operator's code must not leak a traceback
             log.exception("auth validator %s failed", self.config.auth_validator if self.config else "?")
             raise AuthError("the authentication service failed", code="unauthorized") from None
         if claims is None or claims is False:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 
-def _suite(bench_dir: str | None):
+def _suite(bench_dir: str | None):  # returns the benchmarks module (loaded from a path)
     candidates = [Path(bench_dir)] if bench_dir else [
         Path(__file__).resolve().parents[2] / "benchmarks", Path.cwd() / "benchmarks"]
     for path in candidates:

@@ -283,7 +283,7 @@ class DemoRunner:
                 done += 1
                 if self.agents.wait(self.round_every):
                     break
-        except Exception:
+        except Exception:  # a demo bug must not take the server down
             log.exception("demo workflow failed")
 
     def _monitor_loop(self) -> None:

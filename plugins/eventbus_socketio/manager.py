@@ -405,7 +405,7 @@ class SocketManager:
         try:
             self._bus.emit(event_type, {"user_id": conn.identity.user_id, "room": room, "presence": members},
                            room=room, user_id=conn.identity.user_id, source="presence", origin="client")
-        except Exception:
+        except Exception:  # presence must never break a join or leave
             log.exception("presence event %s for %s failed", event_type, clean(room))
 
     def resume(self, conn: Connection, data: dict[str, Any], paid: int = 1) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class EventBusNamespace(Namespace):
         except EventBusError as exc:  # the server could not take it now (e.g. the outbox)
             manager.refuse(conn, event, exc.code)
             return error_ack(exc.code, str(exc))
-        except Exception:
+        except Exception:  # a handler bug must not reach the client
             manager.counters["handler_errors"] += 1
             log.exception("handler error sid=%s user=%s namespace=%s event=%s",
                           clean(sid), clean(conn.identity.user_id), self.namespace, clean(event))

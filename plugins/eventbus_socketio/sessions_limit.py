@@ -118,7 +118,7 @@ class PendingSessions:
                  self.connect_timeout)
         try:
             socket.close(wait=False, abort=False)
-        except Exception:
+        except Exception:  # a session already going away
             log.debug("closing session %s failed", eio_sid, exc_info=True)
 
     def discard(self, eio_sid: str) -> None:

@@ -137,7 +137,7 @@ class EndpointDelivery:
                     return
                 try:
                     self._attempt(session, delivery)
-                except Exception:
+                except Exception:  # a bookkeeping bug must not kill the endpoint
                     log.exception("webhook %s: attempt of %s failed unexpectedly", self.name, delivery.event_id)
                 finally:
                     with self._cond:

@@ -52,7 +52,7 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
 
-            def do_POST(self) -> None:
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, headers = receiver._handle(body, dict(self.headers.items()))
                 self.send_response(status)

@@ -258,7 +258,7 @@ class WebhookTransport(Transport):
         while not self._stop.wait(self.settings.housekeeping_interval):
             try:
                 self._housekeeping()
-            except Exception:
+            except Exception:  # keep trying; the next round may succeed
                 log.exception("webhook outbox housekeeping failed")
 
     def _housekeeping(self) -> None:

@@ -193,7 +193,7 @@ def static_site() -> Iterator[Callable[[Path], str]]:
     servers: list[ThreadingHTTPServer] = []
 
     class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # the base class's name
             pass
 
     def serve(directory: Path) -> str:
@@ -222,7 +222,7 @@ def test_a_new_vite_react_app_builds_with_it(tmp_path: Path, tarball: Path, rout
 def test_the_vite_app_renders_live_events_in_chromium(tmp_path: Path, tarball: Path,
                                                       start_server: Callable[..., ServerProcess],
                                                       static_site: Callable[[Path], str],
-                                                      browser_page: Any) -> None:
+                                                      browser_page: Any) -> None:  # browser_page: the fixture of test_browser.py
     app = vite_react_app(tmp_path / "vite-app")
     install_package(app, "folder", tarball)
     run([NPM, "run", "build", "--silent"], app)

@@ -47,7 +47,7 @@ class IdentityProvider:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def do_GET(self) -> None:  # http.server's name
                 owner.fetches += 1
                 if owner.stall:
                     time.sleep(owner.stall)

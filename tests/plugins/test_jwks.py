@@ -74,7 +74,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def do_GET(self) -> None:  # http.server's name
                 owner.fetches += 1
                 if owner.mode == "hang":
                     owner.release.wait(10)

@@ -647,7 +647,7 @@ class EventBusClient:
     def _call(self, handler: Handler, args: tuple[Any, ...]) -> None:
         try:
             handler(*args)
-        except Exception as exc:
+        except Exception as exc:  # one handler must not stop the stream
             log.exception("eventbus client handler %r failed", handler)
             self.last_error = exc
             if self._on_error is not None and handler is not self._on_error:
