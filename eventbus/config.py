@@ -37,25 +37,6 @@ def default_data_dir() -> str:
     return platformdirs.user_data_dir("eventbus", appauthor=False)
 
 
-def _parse_bool(name: str, value: Any) -> bool:
-    return boolean(name, value)
-
-
-def _parse_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    result: int = integer(lo, hi)(name, value)
-    return result
-
-
-def _parse_float(name: str, value: Any, lo: float) -> float:
-    result: float = number(lo)(name, value)
-    return result
-
-
-def _parse_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    result: str = choice(*choices)(name, value)
-    return result
-
-
 def _parse_secret(name: str, value: Any) -> str:
     text = str(value)
     if len(text) < 32:

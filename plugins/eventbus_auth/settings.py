@@ -15,16 +15,12 @@ if TYPE_CHECKING:
     from eventbus.config import Config
 
 
-def text_list_of(value: Any) -> list[str]:
-    return text_list("", value)
-
-
 ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def parse_roles(name: str, value: Any) -> list[str]:
     """Role names, comma-separated: letters, digits and ``_.:-``."""
-    roles = text_list_of(value)
+    roles = text_list(name, value)
     for role in roles:
         if not ROLE_NAME.fullmatch(role):
             raise ConfigError(f"{name}: expected role names of letters, digits and _.:- "
@@ -55,7 +51,7 @@ def parse_jwks_url(name: str, value: Any) -> str:
 def parse_jwt_algorithms(name: str, value: Any) -> list[str]:
     """Comma-separated public-key algorithms (:data:`JWKS_ALGORITHMS`); HS* and ``none``
     are refused: a token from an identity provider is signed with its private key."""
-    algorithms = text_list_of(value)
+    algorithms = text_list(name, value)
     if not algorithms:
         raise ConfigError(f"{name}: expected at least one of {', '.join(JWKS_ALGORITHMS)}")
     for alg in algorithms:
@@ -87,7 +83,7 @@ def parse_role_map(name: str, value: Any) -> dict[str, list[str]]:
             for role in [target] if isinstance(target, str) else list(target):
                 pairs.append((str(source), str(role)))
     else:
-        for item in text_list_of(value):
+        for item in text_list(name, value):
             source, sep, target = item.rpartition("=")
             if not sep or not source.strip() or not target.strip():
                 raise ConfigError(f"{name}: expected IDP_ROLE=ROLE pairs, comma-separated "
@@ -136,7 +132,7 @@ def parse_api_keys(name: str, value: Any) -> dict[str, tuple[str, tuple[str, ...
                    for v in value]
     else:
         entries = []
-        for item in text_list_of(value):
+        for item in text_list(name, value):
             key, sep, rest = item.partition("=")
             user, _, role_text = rest.partition(":")
             if not sep:
