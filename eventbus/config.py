@@ -45,10 +45,6 @@ def _parse_secret(name: str, value: Any) -> str:
     return text
 
 
-def _parse_list(value: Any) -> list[str]:
-    return text_list("", value)
-
-
 def _parse_server_url(name: str, value: Any) -> str:
     """An ``http://`` or ``https://`` URL with a host (a path prefix is kept, a trailing
     ``/`` removed)."""
@@ -98,7 +94,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "what a full transport queue drops"),
     Setting("publish_dedupe_size", "EVENTBUS_PUBLISH_DEDUPE_SIZE", 100000, integer(0),
             "publisher event ids remembered for 10 minutes (without Redis)"),
-    Setting("disable_plugins", "EVENTBUS_DISABLE_PLUGINS", [], lambda n, v: _parse_list(v),
+    Setting("disable_plugins", "EVENTBUS_DISABLE_PLUGINS", [], text_list,
             "installed plugins not to load"),
     Setting("redis_url", "EVENTBUS_REDIS_URL", None, _ident, "Redis for several processes (unset: one process)",
             secret=True),
@@ -229,8 +225,7 @@ class Config:
         settings``."""
         rows = []
         for setting in self.declared.values():
-            value = self.values[setting.name] if setting.name in self.values else getattr(self, setting.name)
-            row = describe(setting, value, setting.name in self.configured)
+            row = describe(setting, getattr(self, setting.name), setting.name in self.configured)
             row["plugin"] = self.owners.get(setting.name, "")
             rows.append(row)
         return rows
@@ -310,7 +305,7 @@ class Config:
         if raw_load is None and "LOAD_PLUGINS" in file_values:
             raw_load = file_values["LOAD_PLUGINS"]
         if raw_load is not None:
-            cfg.load_plugins = _parse_list(raw_load)
+            cfg.load_plugins = text_list("EVENTBUS_LOAD_PLUGINS", raw_load)
         return cfg
 
 

@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .config import ConfigError
-from .settings import Setting, collect
+from .settings import Setting
 
 if TYPE_CHECKING:
     from .config import Config
@@ -114,6 +114,6 @@ def create_plugin_manager(config: Config, plugins: Iterable[Any] = (), load_entr
     # Every plugin's settings, read and validated now: a bad value stops start-up here.
     for impl in reversed(pm.hook.eventbus_declare_settings.get_hookimpls()):
         answer = cast("Iterable[Setting] | None", impl.function())
-        config.declare(collect([answer]), owner=impl.plugin_name)
+        config.declare(answer or (), owner=impl.plugin_name)
     pm.hook.eventbus_configure.call_historic(kwargs={"config": config})
     return pm

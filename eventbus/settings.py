@@ -21,7 +21,7 @@ every declared setting; ``docs/settings.md`` is its output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,14 +128,6 @@ def text_list(name: str, value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]
     return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-def collect(answers: Iterable[Iterable[Setting] | None]) -> list[Setting]:
-    """The settings of every ``eventbus_declare_settings`` answer, in order."""
-    out: list[Setting] = []
-    for answer in answers:
-        out.extend(answer or ())
-    return out
 
 
 def describe(setting: Setting, value: Any = None, configured: bool = False) -> dict[str, Any]:
