@@ -55,33 +55,19 @@ def _error(code: str, message: str, status: int | None = None) -> tuple[Response
 
 
 def read_json(limit: int, max_depth: int) -> Any:
-    """Read the request body and parse it with :func:`eventbus.events.parse_json`.
-
-    At most ``limit`` bytes are kept, whatever the encoding: a ``Content-Length`` over it is
-    refused before reading, and a chunked body is read through Werkzeug's
-    ``request.max_content_length``, which stops one byte past the limit. Werkzeug bounds a
-    chunked body that way only when the server says it ends the stream
-    (``wsgi.input_terminated``, set by Werkzeug's own server; without it Werkzeug reads
-    nothing). gevent's and eventlet's servers decode chunked bodies too but do not say so,
-    so it is said here. Raises :class:`~eventbus.events.EventTooLargeError`,
-    :class:`~eventbus.events.InvalidJSONError` or :class:`~eventbus.events.TooDeepError`.
-    """
-    too_large = EventTooLargeError(f"the request body is over {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    environ = request.environ
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        environ.setdefault("wsgi.input_terminated", True)
-    request.max_content_length = limit + 1  # one byte more tells a body over the limit
-    body = request.get_data(cache=False)
-    if len(body) > limit:
-        raise too_large
-    return parse_json(body, max_depth)
+    """Read the request body (at most ``limit`` bytes, whatever the encoding: see
+    :func:`read_publish_json`) and parse it with :func:`eventbus.events.parse_json`. Raises
+    :class:`~eventbus.events.EventTooLargeError`, :class:`~eventbus.events.InvalidJSONError`
+    or :class:`~eventbus.events.TooDeepError`."""
+    return read_publish_json(limit, limit, max_depth)
 
 
 def read_publish_json(limit: int, batch_limit: int, max_depth: int) -> Any:
-    """:func:`read_json` for ``POST /api/events``: a body whose first non-blank byte is
-    ``[`` (a batch) may have up to ``batch_limit`` bytes, any other body ``limit`` bytes.
+    """The request body for ``POST /api/events``, parsed: a body whose first non-blank byte
+    is ``[`` (a batch) may have up to ``batch_limit`` bytes, any other body ``limit`` bytes.
+    A chunked body is bounded too: Werkzeug ends such a stream only when the server says it
+    does (``wsgi.input_terminated``, which gevent's and eventlet's servers do not set), so
+    it is said here.
 
     A ``Content-Length`` over the larger limit is refused before reading, one over the
     smaller limit as soon as the body's first byte shows it is not a batch; a chunked body
